@@ -1,0 +1,160 @@
+"""One typed block of defaults for the whole kit.
+
+`Config()` is the released FCPTS recipe on ImageNet (method.md §2.4): ResNet-50, 1,024 calibration images,
+batch 64, 1,600 SGD steps, histogram bridge, `abs` objective, no gradient from the reconstruction loss to the
+thresholds. `Config.quick_cpu()` is the embedded default: the bundled digits at 32 px on a CPU in minutes.
+The same object feeds `fcpts.sparsify`, the `fcpts` command (YAML files under `params/`) and the notebooks.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_CHOICES = {
+    "parameterization": ("sigmoid", "scaled"),
+    "gradient": ("released", "ste"),
+    "bridge": ("histogram", "kde"),
+    "kde_bandwidth": ("silverman", "scott"),
+    "objective": ("abs", "pow2"),
+    "init": ("erk", "uniform"),
+    "bn_mode": ("train", "eval"),
+}
+
+
+@dataclass
+class Config:
+    # --- what is pruned (qualified module names, fnmatch patterns) ---
+    include: tuple[str, ...] = ("*",)  # Conv2d/Linear layers whose name matches one of these may be pruned
+    exclude: tuple[str, ...] = ()  # ...unless it matches one of these; excluded layers stay dense but count in N
+    # --- learnable thresholds ---
+    parameterization: str = "sigmoid"  # released: t = sigmoid(s) in absolute units; "scaled": t = softplus(s)*rms(w0)
+    gradient: str = "released"  # released: mask sends no gradient; "ste": straight-through from L_rec to t and w
+    ste_window: float = 0.5  # ste: width of the linear ramp around t, in units of the layer's rms(w0)
+    # --- bridge: threshold -> sparsity, differentiable ---
+    bridge: str = "histogram"  # released: 100 equal bins over [min w, max w]; "kde": Gaussian kernel
+    histogram_bins: int = 100
+    kde_bandwidth: str = "silverman"
+    kde_max_samples: int = 65536  # fixed seeded subsample of at most this many weights per layer
+    # --- controllable objective L_c ---
+    objective: str = "abs"  # |S - S*| (released) or "pow2": (S - S*)^2
+    lam: float = 1.0  # weight of L_c
+    # --- initialisation ---
+    init: str = "erk"  # thresholds start at the ERK allocation (or "uniform")
+    erk_gamma: float = 1.0
+    # --- reconstruction ---
+    temperature: float = 4.0  # KD temperature; loss scaled by T^2
+    block_mse_weight: float = 0.0  # > 0 adds MSE on block outputs (residual blocks by default)
+    block_patterns: tuple[str, ...] = ()  # which modules' outputs feed the MSE; empty = residual blocks
+    # --- optimisation (SGD, cosine with linear warm-up) ---
+    steps: int = 1600
+    batch_size: int = 64
+    base_lr: float = 0.04  # per 256 images: lr = base_lr * batch_size / 256
+    momentum: float = 0.9
+    weight_decay: float = 3e-4  # on weights, biases and BN; never on thresholds
+    warmup_steps: int = -1  # -1: one pass over the calibration set
+    grad_clip: float = 0.0  # > 0: clip the global gradient norm (the released code does not)
+    bn_mode: str = "train"  # released: student and teacher in train mode; "eval": frozen BN + re-estimation
+    bn_recalibration_batches: int = 16  # batches for BN re-estimation after "eval"-mode training
+    cache_teacher: bool = False  # reuse teacher logits across passes (only exact when inputs repeat)
+    # --- exact control ---
+    project: bool = True  # final projection to exactly round(S* N) zeros
+    # --- run ---
+    target: float = 0.8  # global sparsity S* over all Conv2d/Linear weights
+    seed: int = 0  # one seed: data split, calibration sample, subsample, initialisation
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    layer_log_every: int = 50  # record per-layer sparsities every k steps
+    progress: bool = True
+    # --- model and data (the CLI and notebooks) ---
+    model: str = "resnet50"
+    weights: str = "IMAGENET1K_V1"  # torchvision weights enum member, or "" for none
+    dataset: str = "imagenet"  # "digits" (embedded), "imagenet", "cifar10", "cifar100", "folder"
+    data_root: str = ""  # ImageNet root; "" -> $IMAGENET_ROOT, else data/imagenet
+    image_size: int = 224
+    calib_size: int = 1024
+    calib_augment: bool = True  # RandomResizedCrop + flip (ImageNet) / random shifts (digits)
+    eval_batch_size: int = 256
+    num_workers: int = 4
+    out_dir: str = "results"
+
+    def __post_init__(self) -> None:
+        for name in ("include", "exclude", "block_patterns"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,)
+            setattr(self, name, tuple(value))
+        self.validate()
+
+    def validate(self) -> None:
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Config.{name} = {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        check_target(self.target)
+        for name in ("steps", "batch_size", "histogram_bins", "kde_max_samples", "calib_size", "layer_log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"Config.{name} must be at least 1, got {getattr(self, name)}")
+        if self.lam < 0 or self.temperature <= 0 or self.base_lr < 0 or self.ste_window <= 0:
+            raise ValueError("Config: lam and base_lr must be >= 0, temperature and ste_window > 0")
+
+    # ----- presets -----
+    @classmethod
+    def released(cls, **overrides: Any) -> "Config":
+        """The authors' released recipe (method.md §2.4): the defaults."""
+        return cls(**overrides)
+
+    @classmethod
+    def quick_cpu(cls, **overrides: Any) -> "Config":
+        """The embedded default: the kit's ResNet-50 on digits at 32 px, minutes on a 2-core CPU."""
+        quick = dict(
+            dataset="digits", weights="", image_size=32, calib_size=512, steps=150, batch_size=64,
+            base_lr=0.04, eval_batch_size=256, num_workers=0, layer_log_every=10,
+        )
+        quick.update(overrides)
+        return cls(**quick)
+
+    # ----- I/O -----
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.batch_size / 256
+
+    def replace(self, **overrides: Any) -> "Config":
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown Config field(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], preset: str = "") -> "Config":
+        values = dict(values)
+        preset = values.pop("preset", preset) or "released"
+        if preset not in ("released", "quick_cpu"):
+            raise ValueError(f"unknown preset {preset!r}; use 'released' or 'quick_cpu'")
+        base = getattr(cls, preset)()
+        return base.replace(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def check_target(target: float) -> float:
+    """A global sparsity must lie strictly between 0 and 1."""
+    try:
+        value = float(target)
+    except (TypeError, ValueError):
+        raise ValueError(f"target sparsity must be a number in (0, 1), got {target!r}") from None
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"target sparsity must lie strictly between 0 and 1 (e.g. 0.8 for 80 %), got {target}")
+    return value

@@ -1,0 +1,235 @@
+"""Learnable per-layer thresholds on any model: prepare -> (train) -> squash, as in ``torch.ao.pruning``.
+
+Every selected ``nn.Conv2d``/``nn.Linear`` gets a parametrization on its ``weight``: the module computes
+w ⊙ 1{|w| > t_l} on the fly, with one learnable scalar per layer. ``squash`` removes the parametrizations
+and leaves plain modules whose weights hold real zeros under the original ``state_dict`` keys.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .bridge import Bridge
+
+PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
+_EPS = 1e-6
+
+
+def _matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def prunable_layers(model: nn.Module, include=("*",), exclude=()) -> dict[str, nn.Module]:
+    """All Conv2d/Linear layers selected by qualified-name patterns, in model order."""
+    candidates = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    if not candidates:
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d or nn.Linear layer: nothing to prune")
+    chosen = {n: m for n, m in candidates.items() if _matches(n, include) and not _matches(n, exclude)}
+    if not chosen:
+        raise ValueError(f"include={list(include)} / exclude={list(exclude)} leave no prunable layer; the model's "
+                         f"Conv2d/Linear layers are: {', '.join(list(candidates)[:12])}{' ...' if len(candidates) > 12 else ''}")
+    return chosen
+
+
+def all_weight_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every Conv2d/Linear layer: the set over which global sparsity is counted (method.md §1)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+
+
+def dense_weight(module: nn.Module) -> torch.Tensor:
+    """The stored (unmasked) weight of a layer, parametrized or not."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
+
+
+def check_finite(model: nn.Module) -> None:
+    """NaN or inf weights make every later number meaningless: refuse them up front."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            bad = (~torch.isfinite(p)).sum().item()
+            raise ValueError(f"parameter {name!r} holds {bad} NaN/inf value(s); load a clean checkpoint before pruning")
+
+
+class ThresholdMask(nn.Module):
+    """Parametrization w -> w ⊙ m(t) with a learnable threshold t.
+
+    parameterization ``sigmoid`` (released): t = sigmoid(s), absolute units, t in (0, 1).
+    parameterization ``scaled``: t = softplus(s) * rms(w0), so s is scale-free across layers.
+    gradient ``released``: m is a constant for autograd (the released code computes it under no_grad);
+    the threshold moves only through the controllable objective. ``ste``: m = hard + (r - r.detach()) with
+    r a linear ramp of width ``window * rms(w0)`` around t, so the reconstruction loss reaches t (and w).
+    """
+
+    def __init__(self, weight: torch.Tensor, threshold: float, parameterization: str = "sigmoid",
+                 gradient: str = "released", window: float = 0.5, bridge: Bridge | None = None):
+        super().__init__()
+        if parameterization not in ("sigmoid", "scaled"):
+            raise ValueError(f"unknown parameterization {parameterization!r}; use 'sigmoid' or 'scaled'")
+        if gradient not in ("released", "ste"):
+            raise ValueError(f"unknown gradient mode {gradient!r}; use 'released' or 'ste'")
+        self.parameterization, self.gradient, self.window = parameterization, gradient, window
+        rms = weight.detach().float().pow(2).mean().sqrt().clamp_min(_EPS)
+        self.register_buffer("scale", rms)
+        self.score = nn.Parameter(torch.zeros((), dtype=weight.dtype, device=weight.device))
+        self.set_threshold(threshold)
+        self.bridge = bridge or Bridge(weight.numel())
+
+    # --- threshold <-> raw score ---
+    def threshold(self) -> torch.Tensor:
+        if self.parameterization == "sigmoid":
+            return torch.sigmoid(self.score)
+        return F.softplus(self.score) * self.scale
+
+    @torch.no_grad()
+    def set_threshold(self, value: float) -> None:
+        if self.parameterization == "sigmoid":
+            # The released parameterisation cannot express t >= 1 (or 0): guard the logit.
+            t = min(max(float(value), _EPS), 1 - _EPS)
+            self.score.fill_(math.log(t / (1 - t)))
+        else:
+            ratio = max(float(value) / float(self.scale), _EPS)
+            self.score.fill_(ratio + math.log(-math.expm1(-ratio)))  # inverse softplus, stable
+
+    # --- forward ---
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:
+        t = self.threshold()
+        hard = (weight.detach().abs() > t.detach()).to(weight.dtype)
+        if self.gradient == "released":
+            return hard
+        width = self.window * self.scale
+        ramp = ((weight.abs() - t) / width).clamp(-0.5, 0.5)
+        return hard + (ramp - ramp.detach())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask(weight)
+
+    def sparsity(self, weight: torch.Tensor) -> torch.Tensor:
+        """Differentiable layer sparsity through the bridge."""
+        return self.bridge(weight, self.threshold())
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    prunable: bool
+
+
+class ThresholdSparsifier:
+    """Holds the thresholds of one model: prepare, global sparsity, projection, squash, report.
+
+    ``allocation`` is the ``{layer name: sparsity}`` the thresholds start from; each threshold is set to the
+    k-th smallest |w| of its layer, k = round(S_l * n_l).
+    """
+
+    def __init__(self, model: nn.Module, allocation: dict[str, float], include=("*",), exclude=(),
+                 parameterization: str = "sigmoid", gradient: str = "released", window: float = 0.5,
+                 bridge: str = "histogram", bins: int = 100, kde_max_samples: int = 65536,
+                 kde_bandwidth: str = "silverman", seed: int = 0):
+        self.model = model
+        self.layers = prunable_layers(model, include, exclude)
+        every = all_weight_layers(model)
+        self.info = {n: LayerInfo(n, tuple(m.weight.shape), m.weight.numel(), n in self.layers) for n, m in every.items()}
+        self.n_total = sum(i.numel for i in self.info.values())
+        missing = set(self.layers) - set(allocation)
+        if missing:
+            raise ValueError(f"allocation has no sparsity for layer(s): {', '.join(sorted(missing))}")
+        for i, (name, module) in enumerate(self.layers.items()):
+            w = module.weight.detach()
+            threshold = kth_smallest_abs(w, allocation[name])
+            layer_bridge = Bridge(w.numel(), bridge, bins, kde_max_samples, kde_bandwidth, seed=seed + i)
+            mask = ThresholdMask(w, threshold, parameterization, gradient, window, layer_bridge)
+            parametrize.register_parametrization(module, "weight", mask, unsafe=True)
+
+    def masks(self) -> dict[str, ThresholdMask]:
+        return {n: m.parametrizations.weight[0] for n, m in self.layers.items()}
+
+    def threshold_parameters(self) -> list[nn.Parameter]:
+        return [m.score for m in self.masks().values()]
+
+    def thresholds(self) -> dict[str, float]:
+        return {n: float(m.threshold().detach()) for n, m in self.masks().items()}
+
+    def global_sparsity(self) -> torch.Tensor:
+        """S = Σ n_l S_l / N over all Conv2d/Linear weights; excluded layers count as dense. Differentiable."""
+        total = 0.0
+        for name, mask in self.masks().items():
+            module = self.layers[name]
+            total = total + mask.sparsity(module.parametrizations.weight.original) * self.info[name].numel
+        return total / self.n_total
+
+    @torch.no_grad()
+    def layer_sparsities(self) -> dict[str, float]:
+        return {n: float(m.sparsity(self.layers[n].parametrizations.weight.original)) for n, m in self.masks().items()}
+
+    def max_sparsity(self) -> float:
+        """The largest global sparsity reachable with the excluded layers left dense."""
+        return sum(i.numel for i in self.info.values() if i.prunable) / self.n_total
+
+    @torch.no_grad()
+    def report(self) -> list[dict]:
+        """One row per Conv2d/Linear layer: name, shape, count, sparsity, threshold (None when excluded)."""
+        thresholds, masks = self.thresholds(), self.masks()
+        rows = []
+        for name, info in self.info.items():
+            if info.prunable:
+                w = self.layers[name].parametrizations.weight.original
+                sparsity = 1.0 - float(masks[name].mask(w).count_nonzero()) / info.numel
+            else:
+                sparsity = 0.0
+            rows.append(dict(layer=name, shape=info.shape, numel=info.numel, sparsity=sparsity,
+                             threshold=thresholds.get(name)))
+        return rows
+
+    def squash(self) -> nn.Module:
+        """Bake the masks into the weights and remove every parametrization: plain modules, real zeros."""
+        for module in self.layers.values():
+            unparametrize(module, leave_parametrized=True)
+        return self.model
+
+
+def unparametrize(module: nn.Module, leave_parametrized: bool) -> None:
+    """Remove the weight parametrization and put ``weight`` back in its original place, so the
+    ``state_dict`` keeps its keys *and* their order (``weight`` before ``bias``)."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return
+    order = ["weight"] + [k for k in module._parameters]  # parametrize removed "weight" from this dict
+    parametrize.remove_parametrizations(module, "weight", leave_parametrized=leave_parametrized)
+    module._parameters = {k: module._parameters[k] for k in order if k in module._parameters}
+    module.weight.requires_grad_(True)
+
+
+def kth_smallest_abs(weight: torch.Tensor, sparsity: float) -> float:
+    """The threshold that prunes round(sparsity * n) weights of ``weight``: its k-th smallest |w|.
+
+    For k = 0 the threshold sits just below the smallest |w| (nothing pruned).
+    """
+    flat = weight.detach().abs().flatten().float()
+    k = int(round(float(sparsity) * flat.numel()))
+    if k <= 0:
+        return float(flat.min()) * 0.5
+    return float(torch.kthvalue(flat.cpu(), min(k, flat.numel())).values)
+
+
+def weight_sparsity_table(model: nn.Module) -> list[dict]:
+    """Per-layer zero counts of a plain (squashed or pruned) model's Conv2d/Linear weights."""
+    rows = []
+    for name, module in all_weight_layers(model).items():
+        w = module.weight.detach()
+        zeros = int((w == 0).sum())
+        rows.append(dict(layer=name, shape=tuple(w.shape), numel=w.numel(), zeros=zeros, sparsity=zeros / w.numel()))
+    return rows
+
+
+def count_zeros(model: nn.Module) -> tuple[int, int]:
+    """(zero weights, total weights) over every Conv2d/Linear layer of a plain model."""
+    rows = weight_sparsity_table(model)
+    return sum(r["zeros"] for r in rows), sum(r["numel"] for r in rows)

@@ -1,0 +1,132 @@
+"""The FCPTS loop end to end on small real models: exact control, determinism, bad input."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_model
+from fcpts import Config, count_zeros, sparsify
+from fcpts.masking import prunable_layers
+
+
+def fast(**kw):
+    return Config.quick_cpu(steps=3, batch_size=8, progress=False, layer_log_every=1, **kw)
+
+
+def data_for(name):
+    size = 32 if name == "resnet18" else 8
+    return torch.randn(24, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18"])
+@pytest.mark.parametrize("target", [0.1, 0.5, 0.8, 0.9, 0.98])
+def test_exact_zero_count_after_sparsify(name, target):
+    model = make_model(name)
+    result = sparsify(model, data_for(name), target, fast())
+    zeros, total = count_zeros(result.model)
+    assert zeros == round(target * total) == result.zeros
+    assert result.sparsity_after_projection == zeros / total
+    assert 0 <= result.sparsity_before_projection <= 1
+
+
+@pytest.mark.parametrize("variant", [
+    dict(gradient="ste"), dict(parameterization="scaled"), dict(bridge="kde"), dict(objective="pow2"),
+    dict(bn_mode="eval"), dict(block_mse_weight=1.0), dict(cache_teacher=True, bn_mode="eval"),
+    dict(init="uniform", grad_clip=1.0)])
+def test_every_option_keeps_exact_control(variant):
+    model = make_model("resnet18")
+    result = sparsify(model, data_for("resnet18"), 0.7, fast(**variant))
+    zeros, total = count_zeros(result.model)
+    assert zeros == round(0.7 * total)
+
+
+def test_input_model_is_untouched_and_result_is_plain(images):
+    model = make_model("cnn")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = sparsify(model, images, 0.6, fast())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert list(result.model.state_dict()) == list(before)
+    assert set(result.allocation) == set(prunable_layers(model))
+
+
+def test_history_records_every_step(images):
+    result = sparsify(make_model("cnn"), images, 0.5, fast())
+    assert [h["step"] for h in result.history] == [0, 1, 2]
+    assert {"sparsity", "loss_rec", "loss_c", "loss", "lr"} <= set(result.history[0])
+    assert len(result.layer_history) == 3 and result.wall_time > 0
+    assert result.layer_table()["sparsity"].between(0, 1).all()
+
+
+def test_same_seed_same_result_and_other_seed_differs(images):
+    a = sparsify(make_model("cnn"), images, 0.7, fast(seed=3))
+    b = sparsify(make_model("cnn"), images, 0.7, fast(seed=3))
+    c = sparsify(make_model("cnn"), images, 0.7, fast(seed=4))
+    assert a.history == b.history
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    assert a.history != c.history
+
+
+@pytest.mark.parametrize("objective,lam", [("abs", 5.0), ("pow2", 10.0)])
+def test_controllable_objective_drives_sparsity_to_target(objective, lam):
+    # start far from the target (a uniform 0.2 allocation): L_c alone must bring S to 0.6
+    model = make_model("cnn")
+    from fcpts.allocation import uniform_allocation
+    start = uniform_allocation(model, 0.2)
+    cfg = Config.quick_cpu(steps=60, batch_size=8, progress=False, lam=lam, objective=objective,
+                           parameterization="scaled", base_lr=0.5, weight_decay=0.0)
+    result = sparsify(model, torch.randn(32, 3, 8, 8), 0.6, cfg, allocation=start)
+    first, last = result.history[0]["sparsity"], result.history[-1]["sparsity"]
+    assert abs(first - 0.2) < 0.02
+    assert abs(last - 0.6) < 0.02
+
+
+def test_frozen_thresholds_keep_the_given_allocation(images):
+    model = make_model("cnn")
+    from fcpts.allocation import uniform_allocation
+    alloc = uniform_allocation(model, 0.5)
+    result = sparsify(model, images, 0.5, fast(weight_decay=0.0), allocation=alloc, learn_thresholds=False)
+    assert result.projection_shift == pytest.approx(1.0, rel=0.02)
+
+
+# ---- bad input gets a clear error ----
+
+@pytest.mark.parametrize("target", [0.0, 1.0, -0.2, 1.5, float("nan"), "high"])
+def test_target_outside_unit_interval(target, images):
+    with pytest.raises(ValueError, match="between 0 and 1|in \\(0, 1\\)"):
+        sparsify(make_model("cnn"), images, target, fast())
+
+
+def test_model_without_prunable_layers(images):
+    with pytest.raises(ValueError, match="no nn.Conv2d or nn.Linear"):
+        sparsify(nn.Sequential(nn.ReLU(), nn.Flatten()), images, 0.5, fast())
+
+
+def test_include_exclude_leaving_nothing(images):
+    with pytest.raises(ValueError, match="leave no prunable layer"):
+        sparsify(make_model("cnn"), images, 0.5, fast(include=("does.not.exist*",)))
+
+
+def test_empty_calibration_data():
+    with pytest.raises(ValueError, match="calibration set is empty"):
+        sparsify(make_model("cnn"), torch.empty(0, 3, 8, 8), 0.5, fast())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights(bad, images):
+    model = make_model("cnn")
+    with torch.no_grad():
+        model.fc.weight[0, 0] = bad
+    with pytest.raises(ValueError, match="NaN/inf"):
+        sparsify(model, images, 0.5, fast())
+
+
+def test_target_unreachable_because_excluded_layers_are_too_big(images):
+    model = make_model("mlp")  # net.1 holds 192*64 of ~15k weights
+    with pytest.raises(ValueError, match="excluded layers hold too many weights"):
+        sparsify(model, images, 0.5, fast(exclude=("net.1",)))
+
+
+def test_non_finite_loss_stops_with_a_message(images):
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        sparsify(make_model("cnn"), images * float("nan"), 0.5, fast())
