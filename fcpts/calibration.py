@@ -51,6 +51,7 @@ class CalibrationStream:
             self.loader = DataLoader(_Indexed(data), batch_size=batch_size, shuffle=shuffle, generator=generator,
                                      drop_last=len(data) >= batch_size, num_workers=num_workers)
             self.indexed = True
+        self.passes = 0
         if len(self.loader) == 0:
             raise ValueError("the calibration set is empty: pass at least one image (the released recipe uses 1,024)")
 
@@ -59,6 +60,10 @@ class CalibrationStream:
         return len(self.loader)
 
     def one_pass(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        dataset = self.loader.dataset.dataset if self.indexed else self.loader.dataset
+        if hasattr(dataset, "set_epoch"):  # fresh, reproducible augmentations every pass (also with workers)
+            dataset.set_epoch(self.passes)
+        self.passes += 1
         for batch in self.loader:
             if self.indexed:
                 yield batch[0], batch[1]

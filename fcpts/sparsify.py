@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .allocation import erk_allocation, uniform_allocation, zero_budget
 from .calibration import CalibrationStream, recalibrate_bn
 from .config import Config, check_target
+from .evaluate import resolve_device
 from .masking import (ThresholdSparsifier, all_weight_layers, check_finite, count_zeros, unparametrize,
                       weight_sparsity_table)
 from .objective import OutputRecorder, block_mse, block_names, controllable_loss, kd_loss
@@ -51,12 +52,6 @@ class SparsifyResult:
             row["threshold"] = self.thresholds.get(row["layer"])
             row["init_sparsity"] = self.init_allocation.get(row["layer"], 0.0)
         return pd.DataFrame(rows)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def lr_at(step: int, steps: int, base: float, warmup: int) -> float:

@@ -1,0 +1,79 @@
+# fcpts-kit: `make setup`, `make demo`, `make test`, `make notebooks`, `make clean`.
+#
+# Which Python: if a virtual environment or conda env is active (VIRTUAL_ENV / CONDA_PREFIX set), use its
+# python and install the kit into it only when `import fcpts` fails there. Otherwise create .venv/ inside
+# the repository and install into it; the stamp .venv/.installed makes the install rerun only when
+# pyproject.toml changes. pip uses whatever index/mirror configuration the machine already has.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PYTEST_ARGS ?= -q
+ACTIVE_ENV := $(or $(VIRTUAL_ENV),$(CONDA_PREFIX))
+
+ifeq ($(ACTIVE_ENV),)
+PY := $(CURDIR)/$(VENV)/bin/python
+SETUP_TARGET := $(VENV)/.installed
+else
+PY := $(firstword $(wildcard $(ACTIVE_ENV)/bin/python) $(PYTHON))
+SETUP_TARGET := install-active
+endif
+
+.PHONY: setup demo test notebooks clean install-active
+
+setup: $(SETUP_TARGET)
+
+$(VENV)/.installed: pyproject.toml
+	@test -x "$(VENV)/bin/python" || $(PYTHON) -m venv "$(VENV)"
+	"$(VENV)/bin/python" -m pip install -q -e ".[dev]"
+	@touch "$@"
+
+# Run the import check from / so that the repository checkout on sys.path cannot fake an installed package.
+install-active:
+	@cd / && "$(PY)" -c "import fcpts, pytest" 2>/dev/null || \
+		(cd "$(CURDIR)" && "$(PY)" -m pip install -q -e ".[dev]")
+
+demo: setup
+	"$(PY)" -m fcpts demo
+
+# ----- tutorial notebooks (notebooks/0[1-4]_*.ipynb, stored without outputs) -----
+# Each runs through papermill with one params file into $(NB_OUT)/<mode>/ (never in place); the checkout's
+# fcpts goes first on the kernels' path, as pytest's `pythonpath`. The first notebook that needs the embedded
+# dense ResNet-50 trains and caches it in data/checkpoints/ (about 2.5 min on 2 cores, once).
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NB_OUT ?= build/notebooks
+NB_ENV := PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}"
+
+# $(call run-notebooks,PARAMS_FILE,OUT_DIR): papermill over every notebook, timed.
+define run-notebooks
+	@mkdir -p "$(2)"
+	@set -e; for nb in $(NOTEBOOKS); do \
+		start=$$(date +%s); \
+		$(NB_ENV) "$(PY)" -m papermill "$$nb" "$(2)/$$(basename $$nb)" -f "$(1)" --cwd notebooks \
+			--no-progress-bar --log-level WARNING; \
+		echo "[notebooks] papermill $$(basename $$nb) ($(1)): $$(( $$(date +%s) - start )) s"; \
+	done
+endef
+
+# Everything `make test` runs is this one block (CI runs `make test` via .ci/run): the unit tests, then every
+# notebook with params/ci.yaml, then nbval re-executes the executed copies and compares the summary cells
+# tagged `nbval-check-output` (--nbval-lax: only those) with what papermill stored.
+test: setup
+	"$(PY)" -m pytest $(PYTEST_ARGS)
+	rm -rf "$(NB_OUT)/ci"
+	$(call run-notebooks,params/ci.yaml,$(NB_OUT)/ci)
+	@set -e; for nb in $(NB_OUT)/ci/*.ipynb; do \
+		start=$$(date +%s); \
+		$(NB_ENV) "$(PY)" -m pytest $(PYTEST_ARGS) -p no:cacheprovider --nbval-lax --nbval-current-env "$$nb"; \
+		echo "[notebooks] nbval $$(basename $$nb): $$(( $$(date +%s) - start )) s"; \
+	done
+
+# The quick CPU mode (the notebooks' defaults): refreshes the result files in data/ and every figure in figures/.
+notebooks: setup
+	$(call run-notebooks,params/quick.yaml,$(NB_OUT)/quick)
+
+# Build outputs and caches only; never data/ (datasets, checkpoints) or results/.
+clean:
+	rm -rf build dist *.egg-info .pytest_cache
+	find . \( -path "./$(VENV)" -o -path ./data -o -path ./.git \) -prune -o \
+		\( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -print0 | xargs -0 rm -rf

@@ -1,0 +1,237 @@
+"""GPU throughput of the released recipe: ResNet-50 at 224 px, 1,600 FCPTS steps at batch 64, vs plain steps.
+
+Self-contained (torch + fcpts only); run it on a machine with a CUDA device:
+
+    python benchmarks/gpu.py --out benchmarks/results/gpu.json
+    python benchmarks/gpu.py --channels-last --out benchmarks/results/gpu_channels_last.json
+    python benchmarks/gpu.py --device cpu --steps 2 --image-size 32 --batch-size 4 --out /tmp/gpu_smoke.json
+
+What it measures, in one process, on synthetic data (a seeded 1,024-image calibration tensor, random
+``weights=None`` ResNet-50; throughput does not depend on the weights' values):
+
+* ``fcpts`` -- the real ``fcpts.sparsify`` with the released recipe (``Config()`` defaults: SGD, batch 64,
+  histogram bridge, ``abs`` objective, no reconstruction gradient to the thresholds) for ``--steps`` steps:
+  wall time of the whole call (setup, loop, projection, squash) and, from a second short call, the loop's
+  per-step time, hence images per second;
+* ``masked_kd`` -- a plain masked-KD loop (teacher + student with the same ERK masks as FCPTS's start,
+  weights hold zeros, gradients masked; no thresholds/bridge/L_c) over the same data stream;
+* ``dense_train`` -- a dense cross-entropy training loop (random labels) on the same stream.
+
+Every loop reads ``loss.item()`` each step, as ``sparsify`` does (its history), so all synchronise alike.
+The machine (GPU name, torch/CUDA/cuDNN versions) goes into the result file. Peak GPU memory per variant
+comes from ``torch.cuda.max_memory_allocated``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+VARIANTS = ("fcpts", "masked_kd", "dense_train")
+
+
+def machine(device: torch.device) -> dict:
+    info = dict(torch=torch.__version__, python=platform.python_version(), platform=platform.platform(),
+                device=str(device), cpu_count=os.cpu_count())
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=torch.cuda.get_device_name(device), gpu_memory_gib=props.total_memory / 2**30,
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    capability=f"{props.major}.{props.minor}", gpu_count=torch.cuda.device_count(),
+                    tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)
+    return info
+
+
+def check_device(name: str) -> torch.device:
+    """The requested device; a clear refusal when CUDA is asked for and absent."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: benchmarks/gpu.py needs a CUDA device, and torch.cuda.is_available() is False here "
+                         f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). Run it on a GPU machine, or "
+                         "pass --device cpu --steps 2 --image-size 32 --batch-size 4 for a smoke test.")
+    return device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def fcpts_run(model, calib, target, config, device) -> dict:
+    from fcpts import sparsify
+
+    _reset_peak(device)
+    _sync(device)
+    tic = time.perf_counter()
+    result = sparsify(model, calib, target, config)
+    _sync(device)
+    wall = time.perf_counter() - tic
+    return dict(wall_s=wall, sparsify_wall_time_s=result.wall_time, steps=config.steps,
+                achieved_sparsity=result.sparsity_after_projection,
+                sparsity_before_projection=result.sparsity_before_projection,
+                exact=result.zeros == int(round(target * result.total)), peak_gpu_gib=_peak_gib(device),
+                final_loss=result.history[-1]["loss"] if result.history else None)
+
+
+def plain_loop(kind: str, model, calib, target, config, device, steps: int) -> dict:
+    """``masked_kd`` or ``dense_train`` over the same calibration stream as sparsify, ``steps`` steps."""
+    from fcpts import erk_allocation, kd_loss, magnitude_masks
+    from fcpts.calibration import CalibrationStream
+    from fcpts.sparsify import _optimizer, lr_at
+
+    _reset_peak(device)
+    student = copy.deepcopy(model).to(device)
+    teacher = None
+    masked = []
+    if kind == "masked_kd":
+        teacher = copy.deepcopy(model).to(device).requires_grad_(False).train()
+        masks = magnitude_masks(student, erk_allocation(student, target, config.include, config.exclude))
+        modules = dict(student.named_modules())
+        with torch.no_grad():
+            for name, mask in masks.items():
+                modules[name].weight.mul_(mask)
+                masked.append((modules[name], mask))
+    student.train()
+    optimizer = _optimizer(student, [], config)
+    stream = CalibrationStream(calib, config.batch_size, config.seed, config.num_workers)
+    warmup = stream.batches_per_pass
+    generator = torch.Generator().manual_seed(0)
+    batches = iter(stream)
+    _sync(device)
+    tic = time.perf_counter()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, config.lr, warmup)
+        x, _ = next(batches)
+        x = x.to(device, non_blocking=True)  # as sparsify: channels_last comes from the weights' format
+        logits = student(x)
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            loss = kd_loss(logits, teacher_logits, config.temperature)
+        else:
+            y = torch.randint(0, logits.shape[1], (x.shape[0],), generator=generator).to(device)
+            loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for module, mask in masked:
+            module.weight.grad.mul_(mask)
+        optimizer.step()
+        loss.item()
+    _sync(device)
+    wall = time.perf_counter() - tic
+    return dict(wall_s=wall, steps=steps, per_step_s=wall / steps, images_per_s=steps * config.batch_size / wall,
+                peak_gpu_gib=_peak_gib(device))
+
+
+def run_gpu(steps: int = 1600, batch_size: int = 64, image_size: int = 224, calib_size: int = 1024,
+            target: float = 0.8, device: str = "cuda", channels_last: bool = False, model_name: str = "resnet50",
+            variants=VARIANTS, short_steps: int | None = None, out: str | Path | None = None,
+            progress: bool = True) -> dict:
+    from fcpts import Config
+    from fcpts.models import build_model
+
+    dev = check_device(device)
+    torch.backends.cudnn.benchmark = True
+    say = print if progress else (lambda *a, **k: None)
+    torch.manual_seed(0)
+    model = build_model(model_name, weights=None)  # 1,000 classes, random init
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    calib = torch.randn(calib_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    config = Config(device=str(dev), steps=steps, batch_size=batch_size, image_size=image_size, calib_size=calib_size,
+                    progress=False, num_workers=0, target=target)
+    short = short_steps if short_steps is not None else max(1, min(100, steps // 8))
+    short = min(short, steps)
+    results: dict = {}
+    say(f"{model_name} {image_size}px batch {batch_size}, {steps} steps on {machine(dev).get('gpu', dev)}", flush=True)
+    if "fcpts" in variants:
+        # a short call first warms cuDNN's autotuning up (discarded); a second short call after the full one
+        # gives the loop's per-step time by difference, free of the setup, projection and squash
+        if dev.type == "cuda":
+            fcpts_run(model, calib, target, config.replace(steps=short), dev)
+        full = fcpts_run(model, calib, target, config, dev)
+        reference = fcpts_run(model, calib, target, config.replace(steps=short), dev)
+        per_step = (full["wall_s"] - reference["wall_s"]) / (steps - short) if steps > short else 0.0
+        estimate = "difference of two calls"
+        if per_step <= 0:  # too few steps to resolve (smoke runs): the whole call's average
+            per_step, estimate = full["wall_s"] / steps, "whole call / steps"
+        full.update(short_steps=short, short_wall_s=reference["wall_s"], per_step_s=per_step,
+                    per_step_estimate=estimate, images_per_s=batch_size / per_step,
+                    images_per_s_whole_call=steps * batch_size / full["wall_s"],
+                    setup_and_projection_s=full["wall_s"] - steps * per_step)
+        results["fcpts"] = full
+        say(f"fcpts       {full['wall_s']:8.1f} s whole call, {per_step * 1e3:7.1f} ms/step, "
+            f"{full['images_per_s']:8.1f} img/s", flush=True)
+    for kind in ("masked_kd", "dense_train"):
+        if kind in variants:
+            if dev.type == "cuda":
+                plain_loop(kind, model, calib, target, config, dev, min(short, steps))  # warm-up
+            results[kind] = plain_loop(kind, model, calib, target, config, dev, steps)
+            r = results[kind]
+            say(f"{kind:<11} {r['wall_s']:8.1f} s, {r['per_step_s'] * 1e3:7.1f} ms/step, {r['images_per_s']:8.1f} img/s",
+                flush=True)
+    ratios = {}
+    if "fcpts" in results:
+        for kind in ("masked_kd", "dense_train"):
+            if kind in results:
+                ratios[f"fcpts/{kind}"] = results["fcpts"]["per_step_s"] / results[kind]["per_step_s"]
+    doc = dict(benchmark="gpu", created=time.strftime("%Y-%m-%dT%H:%M:%S"), machine=machine(dev),
+               settings=dict(model=model_name, weights=None, steps=steps, batch_size=batch_size, image_size=image_size,
+                             calib_size=calib_size, target=target, channels_last=channels_last,
+                             cudnn_benchmark=True, config="Config() defaults (released recipe)", synthetic_data=True),
+               results=results, ratios=ratios)
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="benchmarks/results/gpu.json")
+    parser.add_argument("--steps", type=int, default=1600)
+    parser.add_argument("--short-steps", type=int, default=None, help="steps of the warm-up/difference run")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--calib-size", type=int, default=1024)
+    parser.add_argument("--target", type=float, default=0.8)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out = out if out.is_absolute() else ROOT / out
+    doc = run_gpu(args.steps, args.batch_size, args.image_size, args.calib_size, args.target, args.device,
+                  args.channels_last, args.model, args.variants, args.short_steps, out)
+    print(json.dumps(doc["ratios"]))
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

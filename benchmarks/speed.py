@@ -1,0 +1,424 @@
+"""Speed: what one FCPTS step costs next to the plain alternatives, and where the time goes.
+
+Everything is a *ratio measured in one process*, with warm-up iterations, medians over repeats and the
+variants interleaved (a, b, c, a, b, c, ...), so that load from other processes hits all variants alike:
+
+* **steps** (the embedded ResNet-50, 32 px, batch 64, CPU): one FCPTS step (``Config.quick_cpu()``: teacher
+  forward, masked student forward/backward, bridge, L_c, SGD) against one plain masked-KD step with the
+  *same* masks (weights hold zeros, gradients masked; no thresholds, bridge or L_c), the same masks applied by
+  ``torch.nn.utils.prune`` (a forward pre-hook, like a parametrization), a dense KD step and a dense
+  cross-entropy training step; the FCPTS variants ``gradient=ste`` and ``bridge=kde`` too;
+* **components**: teacher forward, student forward+backward with/without the threshold parametrization, the
+  bridge and objective (``global_sparsity()`` + ``controllable_loss`` + their backward), the optimiser step;
+  the bridge's share of a step;
+* **bridge vs layer size**: ``Bridge(n, est)(w, t)`` forward+backward for n = 1e3..1e7, histogram vs KDE;
+* **teacher cache**: ``Config.cache_teacher=True`` (calibration not augmented) against recomputing the
+  teacher's logits every step, and what building the cache costs;
+* **cross-check**: the per-step cost of the real ``fcpts.sparsify`` loop, from two runs of different lengths.
+
+    python benchmarks/speed.py                       # writes benchmarks/results/speed.json
+    python benchmarks/speed.py --parts bridge        # one part only (steps components bridge cache crosscheck)
+
+The end-to-end ``fcpts demo`` time is measured by ``benchmarks/demo_time.py`` (run it on a quiet machine).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.utils import prune as torch_prune  # noqa: E402
+
+from benchmarks._common import RESULTS, dense_resnet50, envelope, median_times, set_threads, write_json  # noqa: E402
+from fcpts import Bridge, Config, ThresholdSparsifier, controllable_loss, erk_allocation, kd_loss, magnitude_masks  # noqa: E402
+from fcpts.calibration import CalibrationStream  # noqa: E402
+from fcpts.sparsify import _optimizer, _TeacherCache, sparsify  # noqa: E402
+
+OUT = RESULTS / "speed.json"
+PARTS = ("steps", "components", "bridge", "cache", "crosscheck")
+BRIDGE_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the step variants (each mirrors one iteration of fcpts.sparsify's loop, or its plain counterpart)
+# --------------------------------------------------------------------------------------------------------
+class FcptsStep:
+    """One FCPTS iteration exactly as ``fcpts.sparsify`` runs it (teacher, student, L_rec + λ L_c, SGD)."""
+
+    def __init__(self, model: nn.Module, teacher: nn.Module, x: torch.Tensor, config: Config, target: float):
+        self.teacher, self.x, self.config, self.target = teacher, x, config, target
+        self.student = copy.deepcopy(model)
+        self.allocation = erk_allocation(self.student, target, config.include, config.exclude, gamma=config.erk_gamma)
+        self.sparsifier = ThresholdSparsifier(
+            self.student, self.allocation, config.include, config.exclude, config.parameterization, config.gradient,
+            config.ste_window, config.bridge, config.histogram_bins, config.kde_max_samples, config.kde_bandwidth,
+            seed=config.seed)
+        self.optimizer = _optimizer(self.student, self.sparsifier.threshold_parameters(), config)
+        self.student.train(config.bn_mode == "train")
+        self.history: list[dict] = []
+
+    def teacher_logits(self, idx=None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.teacher(self.x)
+
+    def __call__(self, teacher_logits: torch.Tensor | None = None) -> None:
+        config = self.config
+        if teacher_logits is None:
+            teacher_logits = self.teacher_logits()
+        student_logits = self.student(self.x)
+        loss_rec = kd_loss(student_logits, teacher_logits, config.temperature)
+        sparsity = self.sparsifier.global_sparsity()
+        loss_c = controllable_loss(sparsity, self.target, config.objective)
+        loss = loss_rec + config.lam * loss_c
+        if not torch.isfinite(loss):
+            raise FloatingPointError("non-finite loss in the speed benchmark")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.history.append(dict(sparsity=sparsity.item(), loss_rec=loss_rec.item(), loss_c=loss_c.item(),
+                                 loss=loss.item()))
+
+    # --- components ---
+    def forward_backward(self, teacher_logits: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        kd_loss(self.student(self.x), teacher_logits, self.config.temperature).backward()
+
+    def bridge_objective(self) -> None:
+        sparsity = self.sparsifier.global_sparsity()
+        controllable_loss(sparsity, self.target, self.config.objective).backward()
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {n: m.mask(self.sparsifier.layers[n].parametrizations.weight.original).detach().clone()
+                    for n, m in self.sparsifier.masks().items()}
+
+
+class MaskedKDStep:
+    """Plain masked KD: the same masks, weights hold zeros, gradients masked; no thresholds, bridge or L_c.
+
+    ``hook=True`` applies the masks with ``torch.nn.utils.prune.custom_from_mask`` instead (a forward
+    pre-hook recomputing ``weight_orig * mask`` every forward, the closest plain analogue of a parametrization).
+    """
+
+    def __init__(self, model: nn.Module, teacher: nn.Module, x: torch.Tensor, masks: dict[str, torch.Tensor],
+                 config: Config, hook: bool = False):
+        self.teacher, self.x, self.config, self.hook = teacher, x, config, hook
+        self.student = copy.deepcopy(model)
+        modules = dict(self.student.named_modules())
+        self.masked = [(modules[n], m) for n, m in masks.items()]
+        with torch.no_grad():
+            for module, mask in self.masked:
+                if hook:
+                    torch_prune.custom_from_mask(module, "weight", mask)
+                else:
+                    module.weight.mul_(mask)
+        self.optimizer = _optimizer(self.student, [], config)
+        self.student.train(config.bn_mode == "train")
+
+    def __call__(self, teacher_logits: torch.Tensor | None = None) -> None:
+        if teacher_logits is None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(self.x)
+        loss = kd_loss(self.student(self.x), teacher_logits, self.config.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if not self.hook:  # with the hook, autograd masks weight_orig's gradient already
+            for module, mask in self.masked:
+                module.weight.grad.mul_(mask)
+        self.optimizer.step()
+        loss.item()
+
+    def forward_backward(self, teacher_logits: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        kd_loss(self.student(self.x), teacher_logits, self.config.temperature).backward()
+        if not self.hook:
+            for module, mask in self.masked:
+                module.weight.grad.mul_(mask)
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+
+
+class DenseStep:
+    """A dense step on the same batch: KD against the teacher (``kd=True``) or cross-entropy on labels."""
+
+    def __init__(self, model: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor, config: Config,
+                 kd: bool, copy_model: bool = True):
+        self.teacher, self.x, self.y, self.config, self.kd = teacher, x, y, config, kd
+        self.student = copy.deepcopy(model) if copy_model else model
+        self.optimizer = _optimizer(self.student, [], config)
+        self.student.train()
+
+    def __call__(self) -> None:
+        logits = self.student(self.x)
+        if self.kd:
+            with torch.no_grad():
+                teacher_logits = self.teacher(self.x)
+            loss = kd_loss(logits, teacher_logits, self.config.temperature)
+        else:
+            loss = F.cross_entropy(logits, self.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        loss.item()
+
+
+def _teacher(model: nn.Module, config: Config) -> nn.Module:
+    teacher = copy.deepcopy(model)
+    teacher.requires_grad_(False)
+    return teacher.train(config.bn_mode == "train")
+
+
+def _ratio(a: dict, b: dict) -> float:
+    return a["median"] / b["median"]
+
+
+def step_times(model: nn.Module, x: torch.Tensor, config: Config | None = None, target: float = 0.8,
+               repeats: int = 10, warmup: int = 2, variants: bool = True) -> dict:
+    """Median seconds of one step of each variant (interleaved) and the ratios the README reports."""
+    config = config or Config.quick_cpu(progress=False)
+    y = torch.randint(0, 10, (x.shape[0],), generator=torch.Generator().manual_seed(0))
+    teacher = _teacher(model, config)
+    fcpts = FcptsStep(model, teacher, x, config, target)
+    masks = fcpts.masks()
+    fns: dict[str, Callable[[], None]] = {
+        "fcpts": fcpts,
+        "masked_kd": MaskedKDStep(model, teacher, x, masks, config),
+        "masked_kd_prune_hook": MaskedKDStep(model, teacher, x, masks, config, hook=True),
+        "dense_kd": DenseStep(model, teacher, x, y, config, kd=True),
+        "dense_train": DenseStep(model, teacher, x, y, config, kd=False),
+    }
+    if variants:
+        fns["fcpts_ste"] = FcptsStep(model, teacher, x, config.replace(gradient="ste"), target)
+        fns["fcpts_kde"] = FcptsStep(model, teacher, x, config.replace(bridge="kde"), target)
+    times = median_times(fns, repeats=repeats, warmup=warmup)
+    ratios = {f"{name}/masked_kd": _ratio(times[name], times["masked_kd"]) for name in times if name != "masked_kd"}
+    ratios.update({f"{name}/dense_train": _ratio(times[name], times["dense_train"])
+                   for name in ("fcpts", "masked_kd", "dense_kd")})
+    ratios["fcpts/masked_kd_prune_hook"] = _ratio(times["fcpts"], times["masked_kd_prune_hook"])
+    ratios["fcpts/dense_kd"] = _ratio(times["fcpts"], times["dense_kd"])
+    return dict(seconds=times, ratios=ratios, batch=list(x.shape), target=target, repeats=repeats, warmup=warmup,
+                n_weights=fcpts.sparsifier.n_total, n_layers=len(fcpts.sparsifier.layers))
+
+
+def component_times(model: nn.Module, x: torch.Tensor, config: Config | None = None, target: float = 0.8,
+                    repeats: int = 10, warmup: int = 2) -> dict:
+    """Where an FCPTS step's time goes, each piece timed on its own (interleaved with the whole step)."""
+    config = config or Config.quick_cpu(progress=False)
+    teacher = _teacher(model, config)
+    fcpts = FcptsStep(model, teacher, x, config, target)
+    plain = MaskedKDStep(model, teacher, x, fcpts.masks(), config)
+    with torch.no_grad():
+        logits = teacher(x)
+    fns = {
+        "fcpts_step": fcpts,
+        "masked_kd_step": plain,
+        "teacher_forward": fcpts.teacher_logits,
+        "student_fwd_bwd_thresholds": lambda: fcpts.forward_backward(logits),
+        "student_fwd_bwd_plain": lambda: plain.forward_backward(logits),
+        "bridge_objective": fcpts.bridge_objective,
+        "optimizer_fcpts": fcpts.optimizer_step,
+        "optimizer_plain": plain.optimizer_step,
+    }
+    times = median_times(fns, repeats=repeats, warmup=warmup)
+    step = times["fcpts_step"]["median"]
+    shares = {name: times[name]["median"] / step for name in fns if name != "fcpts_step"}
+    extra = times["fcpts_step"]["median"] - times["masked_kd_step"]["median"]
+    return dict(seconds=times, share_of_fcpts_step=shares,
+                bridge_objective_share=shares["bridge_objective"],
+                parametrization_overhead_s=times["student_fwd_bwd_thresholds"]["median"]
+                - times["student_fwd_bwd_plain"]["median"],
+                fcpts_minus_masked_kd_s=extra, repeats=repeats)
+
+
+def profile_step(model: nn.Module, x: torch.Tensor, config: Config | None = None, target: float = 0.8,
+                 steps: int = 3, top: int = 20) -> list[dict]:
+    """torch.profiler over a few FCPTS steps: the ops with the most self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    config = config or Config.quick_cpu(progress=False)
+    fcpts = FcptsStep(model, _teacher(model, config), x, config, target)
+    fcpts()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            fcpts()
+    rows = []
+    for event in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
+        rows.append(dict(op=event.key, calls=event.count // steps, self_ms_per_step=event.self_cpu_time_total / 1e3 / steps,
+                         total_ms_per_step=event.cpu_time_total / 1e3 / steps))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------
+# the bridge against layer size
+# --------------------------------------------------------------------------------------------------------
+def bridge_scaling(sizes=BRIDGE_SIZES, repeats: int = 7, warmup: int = 1, max_samples: int = 65536) -> list[dict]:
+    """Forward+backward of ``Bridge(n, est)(w, t)`` for each size and estimator (and the exact count alone)."""
+    rows = []
+    for n in sizes:
+        n = int(n)
+        w = torch.randn(n, generator=torch.Generator().manual_seed(n)) * 0.02
+        t = torch.tensor(0.02, requires_grad=True)
+        hist, kde = Bridge(n, "histogram"), Bridge(n, "kde", max_samples=max_samples)
+
+        def fwd_bwd(bridge):
+            def run():
+                t.grad = None
+                bridge(w, t).backward()
+            return run
+
+        def exact():
+            with torch.no_grad():
+                (w.abs() <= t).float().mean()
+
+        times = median_times({"histogram": fwd_bwd(hist), "kde": fwd_bwd(kde), "exact_count": exact},
+                             repeats=repeats if n < 5_000_000 else max(3, repeats // 2), warmup=warmup)
+        rows.append(dict(numel=n, histogram_s=times["histogram"]["median"], kde_s=times["kde"]["median"],
+                         exact_count_s=times["exact_count"]["median"],
+                         kde_over_histogram=times["kde"]["median"] / times["histogram"]["median"]))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------
+# the teacher cache
+# --------------------------------------------------------------------------------------------------------
+def teacher_cache_times(model: nn.Module, calib, config: Config | None = None, target: float = 0.8,
+                        repeats: int = 10, warmup: int = 2) -> dict:
+    """Per-step cost with cached teacher logits (``Config.cache_teacher``) vs recomputed, and the cache's
+    one-off build cost (one teacher pass over the calibration set)."""
+    config = (config or Config.quick_cpu(progress=False)).replace(calib_augment=False)
+    stream = CalibrationStream(calib, config.batch_size, config.seed, 0)
+    x, idx = next(iter(stream))
+    teacher = _teacher(model, config)
+    tic = time.perf_counter()
+    cache = _TeacherCache(teacher, stream, torch.device("cpu"))
+    build = time.perf_counter() - tic
+    recomputed = FcptsStep(model, teacher, x, config, target)
+    cached = FcptsStep(model, teacher, x, config.replace(cache_teacher=True), target)
+    times = median_times({"recomputed": recomputed, "cached": lambda: cached(cache(idx))}, repeats=repeats,
+                         warmup=warmup)
+    saving = times["recomputed"]["median"] - times["cached"]["median"]
+    return dict(seconds=times, cached_over_recomputed=_ratio(times["cached"], times["recomputed"]),
+                cache_build_s=build, calib_size=len(stream.loader.dataset),
+                break_even_steps=(build / saving) if saving > 0 else None, repeats=repeats)
+
+
+# --------------------------------------------------------------------------------------------------------
+# cross-check against the real loop
+# --------------------------------------------------------------------------------------------------------
+def sparsify_per_step(model: nn.Module, calib, config: Config | None = None, target: float = 0.8,
+                      short: int = 3, long: int = 13, mirror_repeats: int = 5) -> dict:
+    """Per-step seconds of ``fcpts.sparsify`` itself, (wall(long) - wall(short)) / (long - short), next to the
+    mirrored step this file times (measured just before and after, so both see the same machine load)."""
+    config = config or Config.quick_cpu(progress=False)
+    x, _ = next(iter(CalibrationStream(calib, config.batch_size, 0, 0)))
+    mirror = FcptsStep(model, _teacher(model, config), x, config, target)
+    mirror()
+
+    def mirror_median() -> float:
+        samples = []
+        for _ in range(mirror_repeats):
+            tic = time.perf_counter()
+            mirror()
+            samples.append(time.perf_counter() - tic)
+        return sorted(samples)[len(samples) // 2]
+
+    before = mirror_median()
+    walls = {}
+    for steps in (short, long):
+        walls[steps] = sparsify(model, calib, target, config.replace(steps=steps, progress=False)).wall_time
+    after = mirror_median()
+    per_step = (walls[long] - walls[short]) / (long - short)
+    mirrored = 0.5 * (before + after)
+    return dict(short_steps=short, long_steps=long, wall_short_s=walls[short], wall_long_s=walls[long],
+                per_step_s=per_step, mirrored_step_s=mirrored, real_over_mirrored=per_step / mirrored)
+
+
+# --------------------------------------------------------------------------------------------------------
+def run_speed(parts=PARTS, model: nn.Module | None = None, calib=None, image_size: int = 32, batch_size: int = 64,
+              repeats: int = 10, warmup: int = 2, bridge_sizes=BRIDGE_SIZES, out: str | Path | None = OUT,
+              model_source: str = "auto", profile: bool = True, progress: bool = True) -> dict:
+    """Run the requested parts; merge them into ``out`` (parts not run keep their earlier results)."""
+    config = Config.quick_cpu(progress=False, batch_size=batch_size, image_size=image_size, device="cpu")
+    source = "given"
+    if model is None and set(parts) & {"steps", "components", "cache", "crosscheck"}:
+        model, source = dense_resnet50(model_source)
+    if calib is None and set(parts) & {"steps", "components", "cache", "crosscheck"}:
+        from fcpts.data import load_data
+
+        calib = load_data(config).calib
+    x = None
+    if calib is not None:
+        x, _ = next(iter(CalibrationStream(calib, batch_size, 0, 0)))
+    previous = json.loads(Path(out).read_text())["results"] if out is not None and Path(out).exists() else {}
+    results = dict(previous)
+    say = print if progress else (lambda *a, **k: None)
+    if "steps" in parts:
+        say("steps ...", flush=True)
+        results["steps"] = step_times(model, x, config, repeats=repeats, warmup=warmup)
+        say(json.dumps(results["steps"]["ratios"], indent=1), flush=True)
+    if "components" in parts:
+        say("components ...", flush=True)
+        results["components"] = component_times(model, x, config, repeats=repeats, warmup=warmup)
+        if profile:
+            results["components"]["profile_top_ops"] = profile_step(model, x, config)
+        say(json.dumps(results["components"]["share_of_fcpts_step"], indent=1), flush=True)
+    if "bridge" in parts:
+        say("bridge ...", flush=True)
+        results["bridge"] = bridge_scaling(bridge_sizes, repeats=max(3, repeats // 2 + 2))
+        say(json.dumps(results["bridge"], indent=1), flush=True)
+    if "cache" in parts:
+        say("cache ...", flush=True)
+        results["cache"] = teacher_cache_times(model, calib, config, repeats=repeats, warmup=warmup)
+        say(json.dumps({k: v for k, v in results["cache"].items() if k != "seconds"}, indent=1), flush=True)
+    if "crosscheck" in parts:
+        say("crosscheck ...", flush=True)
+        results["crosscheck"] = sparsify_per_step(model, calib, config)
+        say(json.dumps(results["crosscheck"], indent=1), flush=True)
+    for name in set(parts) & {"steps", "components", "cache", "crosscheck"}:
+        results[name]["model_source"] = source
+        results[name]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    settings = dict(image_size=image_size, batch_size=batch_size, repeats=repeats, warmup=warmup,
+                    config="Config.quick_cpu()", device="cpu", parts_run=list(parts))
+    doc = envelope("speed", settings, results)
+    if out is not None:
+        write_json(doc, out)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--model-source", choices=["auto", "embedded", "random"], default="auto",
+                        help="auto: the cached embedded checkpoint if present, else random init (same cost)")
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    run_speed(args.parts, image_size=args.image_size, batch_size=args.batch_size, repeats=args.repeats,
+              warmup=args.warmup, out=args.out, model_source=args.model_source, profile=not args.no_profile)
+    print(f"results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,316 @@
+"""Assemble benchmarks/results/SUMMARY.md from the result files (never from memory): the README includes it.
+
+    python benchmarks/summarize.py            # reads benchmarks/results/*, writes benchmarks/results/SUMMARY.md
+
+Each section is written only when its result file exists; a missing one is listed as "not run".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from benchmarks._common import RESULTS  # noqa: E402
+
+# The targets the README reports against.
+TARGET_STEP_RATIO = 1.15  # FCPTS step / plain masked-KD step
+TARGET_BRIDGE_SHARE = 0.05  # bridge + objective share of a step
+TARGET_DENSE_GAP = 0.02  # FCPTS within 2 points of dense at 0.9
+QUALITY_FROM = 0.7  # FCPTS >= every baseline tier at every target from here up
+
+VARIANT_LABELS = {"released-histogram": "FCPTS (released, histogram) [default]",
+                  "released-kde": "FCPTS (released, KDE)", "ste-histogram": "FCPTS (STE, histogram)",
+                  "ste-kde": "FCPTS (STE, KDE)"}
+
+
+def _load_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(x, digits=2, pct=False):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{100 * x:.{digits}f}" if pct else f"{x:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**meets**" if ok else "**misses**")
+
+
+# --------------------------------------------------------------------------------------------------------
+def quality_table(results: Path = RESULTS) -> pd.DataFrame:
+    """All quality rows, one label per (variant, method, tier)."""
+    from fcpts.runner import read_table
+
+    frames = []
+    for path in sorted(results.glob("quality_*.csv")):
+        variant = path.stem.removeprefix("quality_")
+        table = read_table(path)
+        if len(table):
+            table = table.copy()
+            table["variant"] = variant
+            frames.append(table)
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
+
+    def label(r):
+        if r["method"] == "fcpts":
+            return VARIANT_LABELS.get(r["variant"], f"FCPTS ({r['variant']})")
+        if r["method"] == "dense":
+            return "dense"
+        return f"{r['method']} ({r['tier']})"
+
+    table["label"] = table.apply(label, axis=1)
+    return table
+
+
+def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
+    table = quality_table(results)
+    if table.empty:
+        return ["## Quality (embedded default)", "", "Not run yet (`python benchmarks/quality.py`)."], {}
+    table = table[table.config_hash.notna()]
+    dense = table[table.method == "dense"].top1
+    dense_mean = float(dense.mean()) if len(dense) else float("nan")
+    pruned = table[table.method != "dense"]
+    stats = pruned.groupby(["label", "target"]).top1.agg(["mean", "std", "count"]).reset_index()
+    targets = sorted(stats.target.unique())
+    labels = sorted(stats.label.unique(), key=lambda s: (not s.startswith("FCPTS"), s))
+    lines = ["## Quality (embedded default)", "",
+             f"Top-1 (%) on the digits test split, embedded ResNet-50 (`Config.quick_cpu()`: 150 steps, batch 64), "
+             f"mean ± std over the seeds run (n = number of seeds). Dense: {_fmt(dense_mean, 2, True)} "
+             f"(n = {len(dense)}).", ""]
+    rows = []
+    for lab in labels:
+        cells = [lab]
+        for t in targets:
+            s = stats[(stats.label == lab) & (stats.target == t)]
+            if s.empty:
+                cells.append("–")
+            else:
+                s = s.iloc[0]
+                spread = f" ± {_fmt(s['std'], 1, True)}" if s["count"] > 1 else ""
+                cells.append(f"{_fmt(s['mean'], 1, True)}{spread} (n={int(s['count'])})")
+        rows.append(cells)
+    lines += _table(["method (tier)"] + [f"{t:.0%}" for t in targets], rows)
+    # --- the targets ---
+    checks: dict = {}
+    default = VARIANT_LABELS["released-histogram"]
+    fcpts_labels = [lab for lab in labels if lab.startswith("FCPTS")]
+    lines += ["", "Tiers: a = masks only (POT: its correction + calibration), b = + BN re-estimation, "
+              "c = + FCPTS's reconstruction with the allocation's thresholds frozen.", ""]
+    for lab in [default] + [x for x in fcpts_labels if x != default]:
+        worse = []
+        compared = 0
+        for t in [t for t in targets if t >= QUALITY_FROM - 1e-9]:
+            mine = stats[(stats.label == lab) & (stats.target == t)]
+            if mine.empty:
+                continue
+            base = stats[(~stats.label.str.startswith("FCPTS")) & (stats.target == t)]
+            for _, b in base.iterrows():
+                compared += 1
+                if b["mean"] > mine.iloc[0]["mean"] + 1e-12:
+                    worse.append(f"{b['label']} at {t:.0%} ({_fmt(b['mean'], 1, True)} > {_fmt(mine.iloc[0]['mean'], 1, True)})")
+        ok = None if compared == 0 else not worse
+        checks[f"{lab}: >= every baseline tier from {QUALITY_FROM:.0%}"] = ok
+        lines.append(f"- {lab}, at least as accurate as every baseline tier at every target from {QUALITY_FROM:.0%} "
+                     f"({compared} comparisons of means): {_verdict(ok)}" + (f"; beaten by {'; '.join(worse)}" if worse else ""))
+        at90 = stats[(stats.label == lab) & (abs(stats.target - 0.9) < 1e-9)]
+        if len(at90) and not math.isnan(dense_mean):
+            gap = dense_mean - float(at90.iloc[0]["mean"])
+            ok90 = gap <= TARGET_DENSE_GAP
+            checks[f"{lab}: within 2 points of dense at 90%"] = ok90
+            lines.append(f"  - within {TARGET_DENSE_GAP:.0%} of dense at 90 %: gap {_fmt(gap, 1, True)} points: {_verdict(ok90)}")
+    seeds = sorted(table.seed.unique())
+    lines += ["", f"Seeds run: {', '.join(str(int(s)) for s in seeds)}; rows: {len(table)}."]
+    return lines, checks
+
+
+# --------------------------------------------------------------------------------------------------------
+def exact_section(results: Path = RESULTS) -> tuple[list[str], dict]:
+    doc = _load_json(results / "exact_control.json")
+    if not doc:
+        return ["## Exact control", "", "Not run yet (`python benchmarks/exact_control.py`)."], {}
+    rows = pd.DataFrame(doc["results"])
+    s = doc["settings"]
+    lines = ["## Exact control", "",
+             f"Random-init torchvision models (`weights=None`, 32 px; ViT: 6 blocks, 192 wide, 4 px patches). "
+             f"Steps: L_c alone (SGD lr {s['lr']}, momentum 0.9) from a uniform allocation at S* − {s['offset']} until "
+             f"|S − S*| < {s['tol']:.1%} (>{s['max_steps']}: not within {s['max_steps']} steps; n/r: not run, the "
+             f"exactness check only). 'before' is the global sparsity "
+             f"before the final projection (L_c run / `fcpts.sparsify`, {s['e2e_steps']} steps); 'exact' checks that "
+             "the zero count after it equals round(S*·N) in both.", ""]
+    archs = list(dict.fromkeys(rows.arch))
+    targets = sorted(rows.target.unique())
+    table = []
+    for arch in archs:
+        sub = rows[rows.arch == arch]
+        cells = [arch, f"{int(sub.n_weights.iloc[0]):,}"]
+        for t in targets:
+            r = sub[abs(sub.target - t) < 1e-9]
+            if r.empty:
+                cells.append("–")
+                continue
+            r = r.iloc[0]
+            if not r.get("dynamics", True) or r.get("dynamics") is False:
+                steps = "n/r"
+            elif r["steps_to_tol"] is None or (isinstance(r["steps_to_tol"], float) and math.isnan(r["steps_to_tol"])):
+                steps = f">{s['max_steps']}"
+            else:
+                steps = int(r["steps_to_tol"])
+            mark = "✓" if r["exact"] else "✗"
+            cells.append(f"{steps} / {_fmt(r['e2e_sparsity_before_projection'], 2, True)} {mark}")
+        table.append(cells)
+    lines += _table(["arch", "N"] + [f"{t:.0%}" for t in targets], table)
+    all_exact = bool(rows.exact.all())
+    lines += ["", "Cells: steps to within 0.5 % / sparsity (%) before the projection in `fcpts.sparsify` / exact zero count.",
+              f"", f"- exact zero count == round(S*·N) for every architecture and target ({len(rows)} runs): "
+              f"{_verdict(all_exact)}"]
+    return lines, {"exact zero count everywhere": all_exact}
+
+
+# --------------------------------------------------------------------------------------------------------
+def speed_section(results: Path = RESULTS) -> tuple[list[str], dict]:
+    doc = _load_json(results / "speed.json")
+    demo = _load_json(results / "demo_time.json")
+    gpu = _load_json(results / "gpu.json")
+    lines, checks = ["## Speed", ""], {}
+    if doc:
+        r = doc["results"]
+        m = doc["machine"]
+        lines += [f"CPU, {m.get('cpu_count')} cores, torch {m.get('torch')}, {m.get('torch_threads')} thread(s), load "
+                  f"average {m.get('loadavg')} when written. Ratios are medians of interleaved repeats within one "
+                  "process; absolute seconds depend on the machine's load at the time and are only comparable within "
+                  "one table.", ""]
+        if "steps" in r:
+            st = r["steps"]
+            sec = st["seconds"]
+            lines += [f"One step, {st.get('model_source', 'ResNet-50')}, batch {st['batch'][0]} at {st['batch'][-1]} px:", ""]
+            names = {"fcpts": "FCPTS (released, histogram)", "fcpts_ste": "FCPTS (STE)", "fcpts_kde": "FCPTS (KDE)",
+                     "masked_kd": "plain masked KD (zeros + masked grads)", "masked_kd_prune_hook": "masked KD via torch prune hook",
+                     "dense_kd": "dense KD", "dense_train": "dense training (CE)"}
+            lines += _table(["step", "median s", "× masked KD", "× dense training"],
+                            [[names.get(k, k), _fmt(v["median"], 3), _fmt(v["median"] / sec["masked_kd"]["median"], 2),
+                              _fmt(v["median"] / sec["dense_train"]["median"], 2)] for k, v in sec.items()])
+            ratio = st["ratios"]["fcpts/masked_kd"]
+            checks["FCPTS step <= 1.15x masked KD"] = ratio <= TARGET_STEP_RATIO
+            lines += ["", f"- FCPTS step / plain masked-KD step = {ratio:.2f} (target ≤ {TARGET_STEP_RATIO}): "
+                          f"{_verdict(ratio <= TARGET_STEP_RATIO)}"]
+        if "components" in r:
+            c = r["components"]
+            share = c["bridge_objective_share"]
+            checks["bridge + objective <= 5% of a step"] = share <= TARGET_BRIDGE_SHARE
+            lines += [f"- bridge + objective (`global_sparsity()` + `controllable_loss` + backward) = {share:.1%} of an "
+                      f"FCPTS step (target ≤ {TARGET_BRIDGE_SHARE:.0%}): {_verdict(share <= TARGET_BRIDGE_SHARE)}",
+                      f"- threshold parametrization (masks recomputed in every forward, masked in backward): "
+                      f"+{c['parametrization_overhead_s']:.3f} s per student forward+backward"]
+            lines += ["", "Share of one FCPTS step:", ""]
+            lines += _table(["piece", "median s", "share"],
+                            [[k, _fmt(c["seconds"][k]["median"], 3), f"{v:.1%}"] for k, v in c["share_of_fcpts_step"].items()])
+        if "bridge" in r:
+            lines += ["", "Bridge forward+backward against layer size (one layer):", ""]
+            lines += _table(["weights", "histogram ms", "KDE ms", "exact count alone ms", "KDE / histogram"],
+                            [[f"{b['numel']:.0e}", _fmt(1e3 * b["histogram_s"], 2), _fmt(1e3 * b["kde_s"], 2),
+                              _fmt(1e3 * b["exact_count_s"], 2), _fmt(b["kde_over_histogram"], 2)] for b in r["bridge"]])
+        if "cache" in r:
+            ca = r["cache"]
+            lines += ["", f"- teacher logits cached (`cache_teacher=True`, calibration not augmented): step × "
+                          f"{ca['cached_over_recomputed']:.2f} of recomputing them; building the cache takes "
+                          f"{ca['cache_build_s']:.1f} s ({ca['calib_size']} images), repaid after "
+                          f"{_fmt(ca['break_even_steps'], 1)} steps"]
+        if "crosscheck" in r:
+            cc = r["crosscheck"]
+            extra = (f", {cc['real_over_mirrored']:.2f}× the mirrored step timed above ({cc['mirrored_step_s']:.3f} s, "
+                     "measured around it)") if "real_over_mirrored" in cc else ""
+            lines += [f"- cross-check: the real `fcpts.sparsify` loop costs {cc['per_step_s']:.3f} s per step "
+                      f"(difference of a {cc['long_steps']}- and a {cc['short_steps']}-step run){extra}"]
+    else:
+        lines += ["Not run yet (`python benchmarks/speed.py`)."]
+    lines += [""]
+    if demo:
+        d = demo["results"]
+        lines += [f"- `fcpts demo` end to end: {d['wall_s']:.0f} s wall, {d['user_s'] + d['sys_s']:.0f} s CPU, "
+                  f"peak RSS {d['peak_rss_mib']:.0f} MiB (checkpoint cached before: "
+                  f"{demo['settings']['checkpoint_cached_before']}; load average {demo['settings'].get('loadavg_before')})"]
+    else:
+        lines += ["- `fcpts demo` end to end: not run yet (`python benchmarks/demo_time.py`, on a quiet machine)"]
+    if gpu:
+        g, mach = gpu["results"], gpu["machine"]
+        s = gpu["settings"]
+        lines += ["", f"GPU ({mach.get('gpu', mach.get('device'))}, torch {mach.get('torch')}): {s['model']} at "
+                      f"{s['image_size']} px, batch {s['batch_size']}, {s['steps']} steps, synthetic data"
+                      f"{', channels_last' if s.get('channels_last') else ''}:", ""]
+        rows = []
+        for k in ("fcpts", "masked_kd", "dense_train"):
+            if k in g:
+                rows.append([k, _fmt(g[k]["wall_s"], 1), _fmt(1e3 * g[k]["per_step_s"], 1), _fmt(g[k]["images_per_s"], 0),
+                             _fmt(g[k].get("peak_gpu_gib"), 1)])
+        lines += _table(["loop", f"wall s ({s['steps']} steps)", "ms/step", "images/s", "peak GiB"], rows)
+    else:
+        lines += ["- GPU: not run yet (`python benchmarks/gpu.py`, on a CUDA machine)"]
+    return lines, checks
+
+
+def memory_section(results: Path = RESULTS) -> tuple[list[str], dict]:
+    doc = _load_json(results / "memory.json")
+    demo = _load_json(results / "demo_time.json")
+    lines = ["## Memory", ""]
+    if doc:
+        s = doc["settings"]
+        names = {"idle": "model + batch loaded (floor)", "fcpts": "FCPTS step (teacher + student)",
+                 "sparsify": "`fcpts.sparsify` (caller's model + teacher + student, projection)",
+                 "masked_kd": "plain masked-KD step (teacher + student)", "dense_train": "dense training step (one model)"}
+        lines += [f"Peak RSS of a fresh process running {s['steps']} step(s), batch {s['batch_size']} at "
+                  f"{s['image_size']} px ({doc['results'][0].get('model_source', '')}):", ""]
+        lines += _table(["process", "peak RSS MiB"],
+                        [[names.get(r["kind"], r["kind"]), _fmt(r["peak_rss_mib"], 0)] for r in doc["results"]]
+                        + ([["`fcpts demo` (end to end)", _fmt(demo["results"]["peak_rss_mib"], 0)]] if demo else []))
+        if doc.get("ratios"):
+            lines += ["", "Ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in doc["ratios"].items())]
+    else:
+        lines += ["Not run yet (`python benchmarks/memory.py`)."]
+    return lines, {}
+
+
+def build_summary(results: Path = RESULTS) -> str:
+    sections, checks = [], {}
+    for fn in (quality_section, exact_section, speed_section, memory_section):
+        lines, ok = fn(results)
+        sections.append("\n".join(lines))
+        checks.update(ok)
+    head = ["# Benchmarks: measured results", "",
+            "Generated by `python benchmarks/summarize.py` from the files in `benchmarks/results/`; do not edit by hand.", ""]
+    if checks:
+        head += _table(["target", "status"], [[k, _verdict(v)] for k, v in checks.items()]) + [""]
+    return "\n".join(head) + "\n" + "\n\n".join(sections) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--out", default=None, help="default: <results>/SUMMARY.md")
+    args = parser.parse_args(argv)
+    results = Path(args.results)
+    text = build_summary(results)
+    out = Path(args.out) if args.out else results / "SUMMARY.md"
+    out.write_text(text)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

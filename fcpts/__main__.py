@@ -1,0 +1,6 @@
+"""``python -m fcpts ...`` is the ``fcpts`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

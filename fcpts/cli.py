@@ -1,0 +1,212 @@
+"""The ``fcpts`` command: ``demo`` (the embedded default), ``run`` (any model, full mode), ``train-dense``.
+
+    fcpts demo                                   # digits + the kit's ResNet-50, FCPTS vs uniform/global
+    fcpts run --config params/full.yaml          # the released recipe on ImageNet
+    fcpts run --model resnet50 --weights IMAGENET1K_V1 --data /path/to/imagenet --target 0.8 --calib 1024
+    fcpts train-dense                            # (re)build the embedded dense checkpoint
+
+Every option maps onto one field of ``fcpts.Config``; ``--set field=value`` reaches any other field.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from .baselines import prune_baseline
+from .config import Config
+from .data import REPO_ROOT, load_data
+from .evaluate import evaluate
+from .models import DenseRecipe, build_model, load_embedded_model
+from .sparsify import SparsifyResult, sparsify
+
+DEMO_TARGETS = (0.8, 0.9)
+DEMO_BASELINES = ("uniform", "global")
+
+
+def _out_dir(path: str, overwrite: bool) -> Path:
+    """Resolve an output folder (relative paths from the repository root) and refuse to clobber results."""
+    out = Path(path)
+    out = out if out.is_absolute() else REPO_ROOT / out
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SystemExit(f"error: {out} already holds results; pass --overwrite to replace them or choose --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _parse_value(text: str):
+    return yaml.safe_load(text)
+
+
+def _apply_sets(config: Config, sets: list[str]) -> Config:
+    overrides = {}
+    for item in sets or []:
+        if "=" not in item:
+            raise SystemExit(f"error: --set expects field=value, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = _parse_value(value)
+    try:
+        return config.replace(**overrides)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _load_model(config: Config, num_classes: int, progress: bool) -> tuple[torch.nn.Module, dict]:
+    """The embedded dense model for digits; otherwise a torchvision model with the named weights."""
+    if config.dataset == "digits":
+        recipe = DenseRecipe(model=config.model, image_size=config.image_size)
+        return load_embedded_model(recipe, progress=progress)
+    model = build_model(config.model, weights=config.weights or None, num_classes=num_classes)
+    return model.eval(), {"weights": config.weights or None}
+
+
+def save_result(result: SparsifyResult, out: Path, metrics: dict, manifest: dict | None) -> None:
+    """The squashed sparse state_dict, the allocation, the history and the metrics, side by side."""
+    torch.save(result.model.state_dict(), out / "sparse_state_dict.pt")
+    (out / "allocation.json").write_text(json.dumps(result.allocation, indent=1))
+    result.layer_table().to_csv(out / "layers.csv", index=False)
+    import pandas as pd
+
+    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
+    pd.DataFrame(result.layer_history).to_csv(out / "layer_history.csv", index=False)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    result.config.to_yaml(out / "config.yaml")
+    if manifest is not None:
+        (out / "calibration.json").write_text(json.dumps(manifest))
+
+
+def run(config: Config, out: Path, progress: bool = True) -> dict:
+    """Full mode: load data and model, sparsify, evaluate, save. Returns the metrics."""
+    start = time.perf_counter()
+    data = load_data(config)
+    model, model_info = _load_model(config, data.num_classes, progress)
+    dense = evaluate(model, data.test, config.eval_batch_size, config.device, progress, config.num_workers)
+    result = sparsify(model, data.calib, config.target, config)
+    sparse = evaluate(result.model, data.test, config.eval_batch_size, config.device, progress, config.num_workers)
+    metrics = dict(model=config.model, weights=config.weights, dataset=config.dataset, target=config.target,
+                   achieved_sparsity=result.sparsity_after_projection,
+                   sparsity_before_projection=result.sparsity_before_projection,
+                   zeros=result.zeros, total=result.total, dense_top1=dense["top1"], dense_top5=dense.get("top5"),
+                   top1=sparse["top1"], top5=sparse.get("top5"), sparsify_seconds=result.wall_time,
+                   total_seconds=time.perf_counter() - start, calib_size=len(data.calib), seed=config.seed,
+                   device=str(next(result.model.parameters()).device), torch=torch.__version__)
+    save_result(result, out, metrics, data.manifest)
+    return metrics
+
+
+def demo(config: Config, out: Path, targets=DEMO_TARGETS, progress: bool = True) -> list[dict]:
+    """The main job: FCPTS against uniform and global magnitude pruning (both + BN re-estimation)."""
+    from .plotting import plot_allocation, save_figure
+
+    data = load_data(config)
+    model, info = _load_model(config, data.num_classes, progress)
+    dense = evaluate(model, data.test, config.eval_batch_size, config.device, progress=False)
+    rows = [dict(method="dense", target=0.0, achieved_sparsity=0.0, top1=dense["top1"], seconds=0.0)]
+    allocations = {}
+    for target in targets:
+        result = sparsify(model, data.calib, target, config)
+        acc = evaluate(result.model, data.test, config.eval_batch_size, config.device, progress=False)
+        rows.append(dict(method="FCPTS", target=target, achieved_sparsity=result.sparsity_after_projection,
+                         top1=acc["top1"], seconds=result.wall_time))
+        allocations[target] = {"FCPTS": result.allocation, "ERK (start)": result.init_allocation}
+        for method in DEMO_BASELINES:
+            pruned, binfo = prune_baseline(model, data.calib, target, method, "b", config)
+            acc = evaluate(pruned, data.test, config.eval_batch_size, config.device, progress=False)
+            rows.append(dict(method=f"{method}+BN", target=target, achieved_sparsity=binfo["achieved_sparsity"],
+                             top1=acc["top1"], seconds=binfo["wall_time"]))
+            allocations[target][method.capitalize()] = binfo["allocation"]
+    summary = dict(config=config.to_dict(), dense_checkpoint=info.get("path"), rows=rows, torch=torch.__version__)
+    (out / "demo.json").write_text(json.dumps(summary, indent=1))
+    for target, allocs in allocations.items():
+        fig = plot_allocation(allocs, title=f"Per-layer sparsity at {target:.0%} (embedded ResNet-50, digits)")
+        save_figure(fig, f"demo_allocation_{int(round(target * 100))}", folder=out)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'method':<12} {'target':>7} {'achieved':>9} {'top-1':>7} {'time':>8}"]
+    for r in rows:
+        target = f"{r['target']:.0%}" if r["target"] else "-"
+        lines.append(f"{r['method']:<12} {target:>7} {r['achieved_sparsity']:>9.4%} {r['top1']:>7.2%} {r['seconds']:>7.1f}s")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fcpts", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="the embedded default: digits + the kit's ResNet-50 on a CPU")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--targets", type=float, nargs="+", default=list(DEMO_TARGETS))
+    d.add_argument("--out", default="results/demo", help="output folder (relative to the repository root)")
+    d.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any Config field")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    r = sub.add_parser("run", help="sparsify any torchvision model (full mode: ImageNet + pretrained weights)")
+    r.add_argument("--config", help="YAML file of Config fields (e.g. params/full.yaml)")
+    r.add_argument("--model")
+    r.add_argument("--weights", help="torchvision weights enum member, e.g. IMAGENET1K_V1; 'none' for random")
+    r.add_argument("--dataset", choices=["digits", "imagenet", "folder", "cifar10", "cifar100"])
+    r.add_argument("--data", dest="data_root", help="dataset root (ImageNet: folder with train/ and val/)")
+    r.add_argument("--target", type=float)
+    r.add_argument("--calib", dest="calib_size", type=int, help="number of calibration images")
+    r.add_argument("--steps", type=int)
+    r.add_argument("--batch-size", type=int)
+    r.add_argument("--image-size", type=int)
+    r.add_argument("--gradient", choices=["released", "ste"])
+    r.add_argument("--bridge", choices=["histogram", "kde"])
+    r.add_argument("--seed", type=int)
+    r.add_argument("--device")
+    r.add_argument("--out", help="output folder (default results/<model>-<dataset>-s<target>-seed<seed>)")
+    r.add_argument("--overwrite", action="store_true", help="replace the results in an existing --out folder")
+    r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any Config field")
+    r.add_argument("--quiet", action="store_true")
+
+    t = sub.add_parser("train-dense", help="train (or verify) the embedded dense ResNet-50 on digits")
+    t.add_argument("--retrain", action="store_true", help="train again even if a valid checkpoint exists")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except (FileNotFoundError, ValueError, FloatingPointError) as exc:
+        # bad input (a wrong ImageNet path, a target outside (0, 1), ...): the message says what to do
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.command == "train-dense":
+        model, info = load_embedded_model(retrain=args.retrain)
+        print(f"dense ResNet-50 on digits: test top-1 {info['test_top1']:.2%} ({info['path']})")
+        return 0
+    progress = not args.quiet
+    if args.command == "demo":
+        config = _apply_sets(Config.quick_cpu(seed=args.seed, progress=progress), args.set)
+        out = _out_dir(args.out, overwrite=True)  # the demo's own folder: refreshed on every run
+        start = time.perf_counter()
+        rows = demo(config, out, tuple(args.targets), progress)
+        print(format_table(rows))
+        print(f"total {time.perf_counter() - start:.0f} s; results in {out}")
+        return 0
+    config = Config.from_yaml(args.config) if args.config else Config()
+    fields = {k: v for k, v in vars(args).items() if k in {f for f in config.to_dict()} and v is not None}
+    if isinstance(fields.get("weights"), str) and fields["weights"].lower() == "none":
+        fields["weights"] = ""
+    config = _apply_sets(config.replace(**fields, progress=progress), args.set)
+    out = _out_dir(args.out or f"results/{config.model}-{config.dataset}-s{config.target:g}-seed{config.seed}", args.overwrite)
+    metrics = run(config, out, progress)
+    print(json.dumps({k: metrics[k] for k in ("target", "achieved_sparsity", "dense_top1", "top1", "sparsify_seconds")}))
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""Glue for the tutorial notebooks only: parameters -> Config, paths from the repository root, result files.
+
+The notebooks under ``notebooks/`` share one block of parameters (``params/ci.yaml``, ``quick.yaml`` and
+``full.yaml`` set only these, so one file serves every notebook without papermill warnings)::
+
+    dataset, data_root, model, weights, image_size, calib_size, steps, batch_size, target, seed,
+    max_new_runs, results_dir, figures_dir
+
+Relative paths are resolved from the repository root (found from the location of the ``fcpts`` package,
+never the working directory), so a notebook behaves the same from JupyterLab, papermill and nbval.
+Nothing here is part of the method; the method lives in the rest of the package.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+
+from .config import Config
+from .data import REPO_ROOT, CalibrationSubset, DataBundle, load_data
+
+SHARED_PARAMETERS = ("dataset", "data_root", "model", "weights", "image_size", "calib_size", "steps",
+                     "batch_size", "target", "seed", "max_new_runs", "results_dir", "figures_dir")
+
+
+def repo_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if absolute, else relative to the repository root (not the current directory)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def make_config(dataset: str = "digits", data_root: str = "", model: str = "resnet50", weights: str = "",
+                image_size: int = 32, calib_size: int = 512, steps: int = 150, batch_size: int = 64,
+                target: float = 0.8, seed: int = 0, **overrides: Any) -> Config:
+    """The one Config of a notebook run: the embedded preset for digits, the released recipe otherwise,
+    with the notebook's parameters on top. Progress bars are off (papermill would store every update)."""
+    values = dict(dataset=dataset, data_root=data_root, model=model, weights=weights, image_size=int(image_size),
+                  calib_size=int(calib_size), steps=int(steps), batch_size=int(batch_size), target=float(target),
+                  seed=int(seed), progress=False)
+    values.update(overrides)
+    return Config.quick_cpu(**values) if dataset == "digits" else Config.released(**values)
+
+
+def run_tag(config: Config) -> str:
+    """Names result files and figures: ``resnet50_digits``, ``resnet50_imagenet``, ..."""
+    return f"{config.model}_{config.dataset}"
+
+
+def load_model(config: Config, num_classes: int, progress: bool = False) -> tuple[torch.nn.Module, dict]:
+    """The dense model to sparsify: the kit's embedded ResNet-50 for digits (trained and cached under
+    data/checkpoints on first use, about 2.5 minutes on 2 CPU cores), else torchvision weights."""
+    from .models import DenseRecipe, build_model, load_embedded_model
+
+    if config.dataset == "digits" and not config.weights:
+        model, info = load_embedded_model(DenseRecipe(model=config.model, image_size=config.image_size),
+                                          progress=progress)
+        return model, dict(info, source=f"embedded {config.model} trained on digits ({info['path']})")
+    model = build_model(config.model, weights=config.weights or None, num_classes=num_classes)
+    return model.eval(), {"source": f"torchvision {config.model} {config.weights or '(random init)'}"}
+
+
+def fresh_calibration(data: DataBundle) -> Any:
+    """The calibration set with its augmentation counters reset: every run that gets a fresh copy sees
+    exactly the same images *and* the same augmentations, whatever ran before it in the session."""
+    calib = data.calib
+    if isinstance(calib, CalibrationSubset):
+        return CalibrationSubset(calib.base, calib.indices, calib.seed, transform=calib.transform,
+                                 augment=calib.augment)
+    return calib
+
+
+def describe(config: Config, data: DataBundle) -> str:
+    return (f"{config.model} on {data.name}: {len(data.calib)} calibration images, {len(data.test)} test "
+            f"images, {data.num_classes} classes, {config.image_size} px; target S* = {config.target:.0%}, "
+            f"{config.steps} steps at batch {config.batch_size} (lr {config.lr:g})")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# result files: small tidy CSV/JSON files that notebook 04 redraws every figure from
+# ----------------------------------------------------------------------------------------------------------
+def result_path(results_dir: str, name: str) -> Path:
+    return repo_path(results_dir) / name
+
+
+def save_table(table: pd.DataFrame, results_dir: str, name: str) -> Path:
+    """Write ``table`` as ``<results_dir>/<name>`` (CSV), creating the folder; returns the path."""
+    path = result_path(results_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def save_json(obj: Any, results_dir: str, name: str) -> Path:
+    path = result_path(results_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    return path
+
+
+def history_frame(result: Any, label: str) -> pd.DataFrame:
+    """A SparsifyResult's per-step history as a DataFrame with a ``run`` column."""
+    frame = pd.DataFrame(result.history)
+    frame.insert(0, "run", label)
+    return frame
+
+
+def layer_history_frame(result: Any, label: str) -> pd.DataFrame:
+    """Per-layer sparsities logged every ``layer_log_every`` steps, long format (run, step, layer, sparsity)."""
+    frame = pd.DataFrame(result.layer_history).melt(id_vars="step", var_name="layer", value_name="sparsity")
+    frame.insert(0, "run", label)
+    return frame
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the comparison table of notebook 03: resume the runner's CSV, computing at most `max_new_runs` rows
+# ----------------------------------------------------------------------------------------------------------
+def working_table(results_dir: str, dataset: str, reference_dir: str = "data") -> Path:
+    """``<results_dir>/comparison_<dataset>.csv``; when it does not exist yet but the committed reference
+    ``data/comparison_<dataset>.csv`` does, the reference is copied there first so its rows count as done."""
+    path = result_path(results_dir, f"comparison_{dataset}.csv")
+    reference = result_path(reference_dir, f"comparison_{dataset}.csv")
+    if not path.exists() and reference.exists() and reference.resolve() != path.resolve():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(reference, path)
+    return path
+
+
+def comparison_grid(targets: Iterable[float], methods: Iterable[str], tiers: Iterable[str],
+                    schedules: Iterable[str], fcpts: bool = True, dense: bool = True) -> list[dict]:
+    """The runner's rows one by one, cheapest first: dense, then per target the masks-only and BN tiers,
+    FCPTS, the frozen-threshold tier c, and the training-aware schedules."""
+    jobs: list[dict] = []
+    none = dict(methods=[], tiers=[], schedules=[], fcpts=False, dense=False)
+    if dense:
+        jobs.append(dict(none, targets=[min(targets)], dense=True))
+    for target in targets:
+        for tier in [t for t in tiers if t != "c"]:
+            jobs += [dict(none, targets=[target], methods=[m], tiers=[tier]) for m in methods]
+        if fcpts:
+            jobs.append(dict(none, targets=[target], fcpts=True))
+        if "c" in tiers:
+            jobs += [dict(none, targets=[target], methods=[m], tiers=["c"]) for m in methods]
+        jobs += [dict(none, targets=[target], schedules=[s]) for s in schedules]
+    return jobs
+
+
+def resume_comparison(config: Config, csv_path: Path, targets: Iterable[float], max_new_runs: int = -1,
+                      **runner_kwargs: Any) -> tuple[pd.DataFrame, int]:
+    """Complete the runner's table at ``csv_path`` for ``targets``; returns ``(table, rows computed)``.
+
+    ``max_new_runs < 0``: one call of the runner, which computes every missing row. Otherwise the grid is
+    walked one row at a time, cheapest first, and the walk stops after ``max_new_runs`` new rows (rows
+    already in the table cost only a look-up).
+    """
+    from .baselines import ALLOCATION_METHODS, TIERS
+    from .runner import SCHEDULE_NAMES, read_table, run_comparison
+
+    targets = [float(t) for t in targets]
+    methods = runner_kwargs.pop("methods", ALLOCATION_METHODS)
+    tiers = runner_kwargs.pop("tiers", TIERS)
+    schedules = runner_kwargs.pop("schedules", SCHEDULE_NAMES)
+    before = len(read_table(csv_path))
+    if max_new_runs < 0:
+        table = run_comparison(config, methods, targets, (config.seed,), csv_path, tiers=tiers,
+                               schedules=schedules, progress=False, **runner_kwargs)
+        return table, len(table) - before
+    computed = 0
+    for job in comparison_grid(targets, methods, tiers, schedules):
+        if computed >= max_new_runs:
+            break
+        n = len(read_table(csv_path))
+        run_comparison(config, job["methods"], job["targets"], (config.seed,), csv_path, tiers=job["tiers"],
+                       schedules=job["schedules"], fcpts=job["fcpts"], dense=job["dense"], progress=False,
+                       **runner_kwargs)
+        computed += len(read_table(csv_path)) - n
+    return read_table(csv_path), computed
+
+
+def current_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, tier, schedule, target, seed): the last one written. The runner appends, so a
+    row recomputed under new settings (another config_hash) replaces the older one in the figures."""
+    if table.empty:
+        return table
+    key = ["method", "tier", "schedule", "target", "seed"]
+    return table.drop_duplicates(key, keep="last").reset_index(drop=True)
+
+
+class Timer:
+    """``with Timer() as t: ...; t.seconds`` -- wall-clock time of a block."""
+
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def environment() -> dict[str, str]:
+    """What ran the notebook: Python, torch, threads, device."""
+    return dict(python=sys.version.split()[0], torch=torch.__version__, threads=str(torch.get_num_threads()),
+                cuda=str(torch.cuda.is_available()))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# every figure of the notebooks, drawn from result files alone (notebooks 01-03 call `draw` right after
+# saving their results, notebook 04 calls it for every kind: both go through the same code)
+# ----------------------------------------------------------------------------------------------------------
+PUBLISHED_NUMBERS = "data/published_numbers.csv"
+
+
+def _read(results_dir: str, name: str) -> pd.DataFrame | None:
+    path = result_path(results_dir, name)
+    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
+
+
+def read_comparison(results_dir: str, dataset: str) -> pd.DataFrame | None:
+    from .runner import read_table
+
+    path = result_path(results_dir, f"comparison_{dataset}.csv")
+    return current_rows(read_table(path)) if path.exists() else None
+
+
+def _dense_top1(table: pd.DataFrame) -> float | None:
+    dense = table[table["method"] == "dense"]
+    return float(dense["top1"].iloc[-1]) if len(dense) else None
+
+
+def _draw_allocation_matters(results_dir, tag, dataset, target):
+    table = _read(results_dir, f"allocation_matters_{tag}.csv")
+    if table is None:
+        return None
+    from .plotting import plot_accuracy_bars
+
+    s = float(table.loc[table["method"] != "dense", "target"].iloc[0])
+    return plot_accuracy_bars(table, title=f"Same global sparsity ({s:.0%}), different allocations: top-1")
+
+
+def _draw_allocations(results_dir, tag, dataset, target):
+    table = _read(results_dir, f"allocations_{tag}.csv")
+    if table is None:
+        return None
+    from .plotting import plot_allocation
+
+    methods = [c for c in table.columns if c not in ("layer", "numel", "target")]
+    allocations = {m: dict(zip(table["layer"], table[m])) for m in methods}
+    return plot_allocation(allocations, title=f"Per-layer sparsity of three allocations at "
+                                              f"{float(table['target'].iloc[0]):.0%} global sparsity",
+                           numel=dict(zip(table["layer"], table["numel"])))
+
+
+def _draw_bridge(results_dir, tag, dataset, target):
+    table = _read(results_dir, f"bridge_{tag}.csv")
+    meta = result_path(results_dir, f"bridge_{tag}.json")
+    if table is None or not meta.exists():
+        return None
+    from .plotting import plot_bridge
+
+    info = json.loads(meta.read_text())
+    return plot_bridge(table, layer=info["layer"], threshold=info["threshold"])
+
+
+def _draw_objective(results_dir, tag, dataset, target):
+    table = _read(results_dir, f"objective_{tag}.csv")
+    if table is None:
+        return None
+    from .plotting import plot_convergence
+
+    model = table["model"].iloc[0]
+    return plot_convergence(table, float(table["target"].iloc[0]),
+                            title=f"L_c alone moves the thresholds ({model})")
+
+
+def _fcpts_runs(results_dir, tag):
+    history = _read(results_dir, f"fcpts_history_{tag}.csv")
+    summary = _read(results_dir, f"fcpts_summary_{tag}.csv")
+    return history, summary
+
+
+def _draw_fcpts_allocation(results_dir, tag, dataset, target):
+    table = _read(results_dir, f"fcpts_allocation_{tag}.csv")
+    if table is None:
+        return None
+    from .plotting import plot_allocation
+
+    methods = [c for c in table.columns if c not in ("layer", "numel")]  # FCPTS runs, ERK, uniform
+    allocations = {m: dict(zip(table["layer"], table[m])) for m in methods}
+    _, summary = _fcpts_runs(results_dir, tag)
+    s = _fcpts_target(summary, target)
+    return plot_allocation(allocations, title=f"Learned per-layer sparsity at {s:.0%} ({tag.replace('_', ' on ')})",
+                           numel=dict(zip(table["layer"], table["numel"])))
+
+
+def _fcpts_target(summary: pd.DataFrame | None, default: float) -> float:
+    if summary is None:
+        return default
+    runs = summary[summary["run"].str.startswith("FCPTS")]
+    return float(runs["target"].iloc[0]) if len(runs) else default
+
+
+def _draw_fcpts_convergence(results_dir, tag, dataset, target):
+    history, summary = _fcpts_runs(results_dir, tag)
+    if history is None or summary is None:
+        return None
+    from .plotting import plot_convergence
+
+    return plot_convergence(history, _fcpts_target(summary, target), title="FCPTS: global sparsity over the steps")
+
+
+def _draw_fcpts_losses(results_dir, tag, dataset, target):
+    history, _ = _fcpts_runs(results_dir, tag)
+    if history is None:
+        return None
+    from .plotting import plot_losses
+
+    return plot_losses(history, title=f"FCPTS losses ({tag.replace('_', ' on ')})")
+
+
+def _draw_accuracy_vs_sparsity(results_dir, tag, dataset, target):
+    table = read_comparison(results_dir, dataset)
+    if table is None or table.empty:
+        return None
+    from .plotting import plot_accuracy_vs_sparsity
+
+    tiers = [t for t in ("a", "b", "c") if (table["tier"] == t).any()]
+    if not tiers:
+        return None
+    return plot_accuracy_vs_sparsity(table, tiers, _dense_top1(table),
+                                     title=f"Allocations in three tiers against FCPTS ({dataset})")
+
+
+def _draw_schedules(results_dir, tag, dataset, target):
+    table = read_comparison(results_dir, dataset)
+    if table is None or not table["method"].str.startswith("prune_train").any():
+        return None
+    from .plotting import plot_schedules
+
+    return plot_schedules(table, _dense_top1(table))
+
+
+def _draw_accuracy_vs_time(results_dir, tag, dataset, target):
+    table = read_comparison(results_dir, dataset)
+    if table is None or table.empty:
+        return None
+    from .plotting import plot_accuracy_vs_time
+
+    present = sorted(set(table.loc[table["method"] != "dense", "target"].round(6)))
+    targets = [t for t in present if abs(t - target) < 1e-9 or abs(t - 0.9) < 1e-9] or present[-1:]
+    if not targets:
+        return None
+    return plot_accuracy_vs_time(table[table["method"] != "dense"], targets)
+
+
+def kit_rows_for_published(table: pd.DataFrame) -> pd.DataFrame:
+    """This kit's counterparts of the published curves: uniform masks only (tier a, like msbench without
+    reconstruction), uniform with FCPTS's reconstruction (tier c) and FCPTS."""
+    picks = [("uniform", "a", "uniform, masks only (tier a)"),
+             ("uniform", "c", "uniform + reconstruction (tier c)"), ("fcpts", "c", "FCPTS")]
+    rows = []
+    for method, tier, text in picks:
+        part = table[(table["method"] == method) & (table["tier"] == tier)]
+        rows += [dict(method=method, label=text, sparsity=r["achieved_sparsity"], top1=r["top1"],
+                      dataset=r["dataset"]) for _, r in part.iterrows()]
+    return pd.DataFrame(rows, columns=["method", "label", "sparsity", "top1", "dataset"])
+
+
+def _draw_published(results_dir, tag, dataset, target):
+    published = pd.read_csv(repo_path(PUBLISHED_NUMBERS), keep_default_na=False)
+    table = read_comparison(results_dir, dataset)
+    ours = kit_rows_for_published(table) if table is not None else None
+    from .plotting import plot_published
+
+    return plot_published(published, ours)
+
+
+FIGURES = {
+    "allocation_matters": _draw_allocation_matters,  # notebook 01
+    "allocations": _draw_allocations,
+    "bridge": _draw_bridge,
+    "objective": _draw_objective,
+    "fcpts_allocation": _draw_fcpts_allocation,  # notebook 02
+    "fcpts_convergence": _draw_fcpts_convergence,
+    "fcpts_losses": _draw_fcpts_losses,
+    "accuracy_vs_sparsity": _draw_accuracy_vs_sparsity,  # notebook 03
+    "schedules": _draw_schedules,
+    "accuracy_vs_time": _draw_accuracy_vs_time,
+    "published_vs_kit": _draw_published,  # notebook 04
+}
+
+
+def figure_name(kind: str, tag: str) -> str:
+    return f"{kind}_{tag}"
+
+
+def draw(kind: str, tag: str, results_dir: str, figures_dir: str, dataset: str = "digits",
+         target: float = 0.8) -> list[Path]:
+    """Draw figure ``kind`` from the result files in ``results_dir`` and save it as
+    ``<figures_dir>/<kind>_<tag>.png|pdf``. Returns the paths ([] when its result files are missing)."""
+    from .plotting import save_figure
+
+    if kind not in FIGURES:
+        raise ValueError(f"unknown figure {kind!r}; choose one of {', '.join(FIGURES)}")
+    fig = FIGURES[kind](results_dir, tag, dataset, target)
+    if fig is None:
+        return []
+    return save_figure(fig, figure_name(kind, tag), folder=repo_path(figures_dir))

@@ -1,0 +1,401 @@
+"""The one plotting helper of the kit: one style, figures saved by name (PNG and PDF).
+
+Every figure of the CLI, the notebooks and the benchmarks goes through here, so they look alike and land
+in one place: ``figures/<name>.png`` and ``figures/<name>.pdf`` under the repository root by default.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from .data import REPO_ROOT
+
+FIGURES_DIR = REPO_ROOT / "figures"
+
+# One colour per method, stable across every figure of the kit.
+METHOD_COLORS = {
+    "dense": "#333333", "fcpts": "#d62728", "fcpts-ste": "#ff7f0e", "fcpts-released": "#d62728",
+    "uniform": "#1f77b4", "global": "#2ca02c", "erk": "#9467bd", "lamp": "#8c564b", "pot": "#e377c2",
+    "one_shot": "#7f7f7f", "iterative": "#bcbd22", "agp": "#17becf", "one_cycle": "#aec7e8", "paper": "#000000",
+    "unipts": "#7f3c8d",
+}
+
+
+def use_style() -> None:
+    """The kit's look: seaborn whitegrid, readable sizes, tight layout."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
+                         "axes.titleweight": "bold", "legend.frameon": False})
+
+
+def color(method: str) -> str:
+    return METHOD_COLORS.get(method) or sns.color_palette()[sum(map(ord, method)) % 10]  # stable across runs
+
+
+def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None,
+                formats: Iterable[str] = ("png", "pdf")) -> list[Path]:
+    """Save ``fig`` as ``<folder>/<name>.<fmt>`` for each format; returns the paths."""
+    folder = Path(folder) if folder else FIGURES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = folder / f"{name}.{fmt}"
+        # fixed metadata keeps PDFs byte-stable between runs (no creation date)
+        fig.savefig(path, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        paths.append(path)
+    return paths
+
+
+def short_layer_name(name: str) -> str:
+    return name.replace("layer", "L").replace("downsample.0", "ds").replace(".conv", ".c")
+
+
+def plot_allocation(allocations: Mapping[str, Mapping[str, float]], title: str = "Per-layer sparsity",
+                    ax: plt.Axes | None = None, numel: Mapping[str, int] | None = None) -> plt.Figure:
+    """Per-layer sparsity of several allocations (e.g. FCPTS, ERK, uniform), layers in model order.
+
+    ``numel`` (optional, {layer: weight count}) adds a narrow panel below with each layer's size, which is
+    what most allocations respond to. The legend sits under the axes, never on the curves.
+    """
+    use_style()
+    first = next(iter(allocations.values()))
+    layers = list(first)
+    width = max(8, 0.16 * len(layers))
+    if ax is None and numel is not None:
+        fig, (ax, size_ax) = plt.subplots(2, 1, figsize=(width, 5.6), sharex=True, layout="constrained",
+                                          gridspec_kw=dict(height_ratios=(3.2, 1)))
+    elif ax is None:
+        fig, ax = plt.subplots(figsize=(width, 4.4), layout="constrained")
+        size_ax = None
+    else:
+        fig, size_ax = ax.figure, None
+    own_figure = size_ax is not None or fig.axes == [ax]
+    for label_, alloc in allocations.items():
+        ax.plot(range(len(layers)), [alloc.get(n, 0.0) for n in layers], marker="o", markersize=3,
+                linewidth=1.2, label=label_, color=color(label_.split(" ")[0].lower()))
+    step = max(1, len(layers) // 40)
+    bottom = size_ax if size_ax is not None else ax
+    bottom.set_xticks(range(0, len(layers), step))
+    bottom.set_xticklabels([short_layer_name(layers[i]) for i in range(0, len(layers), step)], rotation=90,
+                           fontsize=7)
+    bottom.set_xlabel("layer (model order)")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("sparsity")
+    ax.set_title(title)
+    if size_ax is not None:
+        size_ax.bar(range(len(layers)), [numel.get(n, 0) for n in layers], color="#999999", width=0.7)
+        size_ax.set_yscale("log")
+        size_ax.set_ylabel("weights")
+        size_ax.grid(axis="x", visible=False)
+    if not own_figure:  # drawn into someone else's figure: keep to this axes
+        ax.legend(loc="lower right", ncol=min(4, len(allocations)), fontsize=8)
+        return fig
+    handles, labels_ = ax.get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="outside lower center", ncol=len(allocations), frameon=False, fontsize=9)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the notebooks' figures (notebook 04 redraws every one of them from the result files alone)
+# ----------------------------------------------------------------------------------------------------------
+METHOD_LABELS = {
+    "dense": "dense", "fcpts": "FCPTS", "fcpts-released": "FCPTS (released)", "fcpts-ste": "FCPTS (STE)",
+    "uniform": "uniform", "global": "global magnitude", "erk": "ERK", "lamp": "LAMP", "pot": "POT-style",
+    "one_shot": "one-shot", "iterative": "iterative", "agp": "AGP", "one_cycle": "one-cycle", "paper": "paper",
+    "unipts": "UniPTS",
+}
+CLAIM_PHRASES = {"top1_gain_vs_previous_pts_sota": "above the previous post-training-sparsity state of the art",
+                 "top1_drop_vs_dense": "below the dense model"}
+TIER_LABELS = {"a": "tier a: masks only", "b": "tier b: masks + BN re-estimation",
+               "c": "tier c: masks + FCPTS reconstruction"}
+ESTIMATOR_STYLES = {  # the bridge figure: one look per estimator
+    "exact": dict(color="#333333", linewidth=1.6),
+    "histogram": dict(color="#1f77b4", linewidth=1.4),
+    "kde": dict(color="#d62728", linewidth=1.4, linestyle="--"),
+    "finite differences": dict(color="#2ca02c", linewidth=0, marker="o", markersize=3.5),
+}
+
+
+def label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def _legend_below(fig: plt.Figure, axes, ncol: int = 4) -> None:
+    """One legend for the whole figure, under the axes (never on top of the curves)."""
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles[l], labels[l] = h, l
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(ncol, len(handles)),
+                   bbox_to_anchor=(0.5, -0.02), frameon=False)
+        fig.tight_layout(rect=(0, 0.1 if len(handles) <= ncol else 0.16, 1, 1))
+
+
+def plot_bridge(curves, layer: str = "", threshold: float | None = None) -> plt.Figure:
+    """Three panels from a tidy table (columns panel, estimator, x, y):
+
+    ``density`` -- the density of the layer's signed weights (100-bin histogram vs Gaussian KDE);
+    ``sparsity`` -- S(t): the exact count and the integral of each density estimate over [-t, t];
+    ``gradient`` -- dS/dt = p(t) + p(-t) of each estimator against finite differences of the exact count.
+    ``threshold`` marks a threshold on the S(t) and gradient panels (e.g. the layer's ERK start).
+    """
+    use_style()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+    titles = {"density": "density of the signed weights", "sparsity": "sparsity S(t) = P(|w| ≤ t)",
+              "gradient": "dS/dt = p(t) + p(−t)"}
+    xlabels = {"density": "weight w", "sparsity": "threshold t", "gradient": "threshold t"}
+    ylabels = {"density": "density p(w)", "sparsity": "sparsity S(t)", "gradient": "dS/dt"}
+    names = {"exact": "exact count", "histogram": "100-bin histogram (released)", "kde": "Gaussian KDE",
+             "finite differences": "finite differences of the exact count"}
+    for ax, panel in zip(axes, ("density", "sparsity", "gradient")):
+        part = curves[curves["panel"] == panel]
+        for estimator, rows in part.groupby("estimator", sort=False):
+            style = ESTIMATOR_STYLES.get(estimator, {})
+            draw = ax.step if (panel == "density" and estimator == "histogram") else ax.plot
+            kwargs = dict(where="mid") if draw is ax.step else {}
+            draw(rows["x"], rows["y"], label=names.get(estimator, estimator), **kwargs, **style)
+        if threshold is not None and panel != "density":
+            ax.axvline(threshold, color="#7f7f7f", linestyle=":", linewidth=1.2, label="ERK start threshold")
+        ax.set_title(titles[panel])
+        ax.set_xlabel(xlabels[panel])
+        ax.set_ylabel(ylabels[panel])
+    if layer:
+        fig.suptitle(f"The bridge from threshold to sparsity, on the weights of {layer}", fontweight="bold", y=1.0)
+    _legend_below(fig, axes, ncol=5)
+    return fig
+
+
+def _histories(histories) -> dict:
+    import pandas as pd
+
+    if isinstance(histories, pd.DataFrame):
+        return {run: rows for run, rows in histories.groupby("run", sort=False)}
+    return {k: (v if isinstance(v, pd.DataFrame) else pd.DataFrame(v)) for k, v in histories.items()}
+
+
+def plot_convergence(histories, target: float, title: str = "Global sparsity over the steps") -> plt.Figure:
+    """Left: the global sparsity S (through the bridge) per step for each run, with the target S*.
+    Right: the gap |S − S*| on a log scale (where abs and pow2 differ most)."""
+    use_style()
+    runs = _histories(histories)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for run, rows in runs.items():
+        c = color(run.split(" ")[0].lower())
+        left.plot(rows["step"], rows["sparsity"], label=run, color=c, linewidth=1.4)
+        gap = (rows["sparsity"] - target).abs().clip(lower=1e-7)
+        right.plot(rows["step"], gap, label=run, color=c, linewidth=1.2)
+    left.axhline(target, color="#333333", linestyle="--", linewidth=1, label=f"target S* = {target:.0%}")
+    left.set_xlabel("step")
+    left.set_ylabel("global sparsity S")
+    left.set_title(title)
+    right.set_yscale("log")
+    right.set_xlabel("step")
+    right.set_ylabel("|S − S*|")
+    right.set_title("distance to the target")
+    _legend_below(fig, (left, right), ncol=4)
+    return fig
+
+
+def plot_losses(histories, title: str = "Losses during FCPTS") -> plt.Figure:
+    """The reconstruction loss L_rec (KD) and the controllable loss L_c per step, log scale."""
+    use_style()
+    runs = _histories(histories)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for run, rows in runs.items():
+        c = color(run.split(" ")[0].lower())
+        axes[0].plot(rows["step"], rows["loss_rec"].clip(lower=1e-8), label=run, color=c, linewidth=1.2)
+        axes[1].plot(rows["step"], rows["loss_c"].clip(lower=1e-8), label=run, color=c, linewidth=1.2)
+    for ax, name in zip(axes, ("reconstruction loss L_rec (KD, T = 4)", "controllable loss L_c")):
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(name)
+    fig.suptitle(title, fontweight="bold", y=1.0)
+    _legend_below(fig, axes, ncol=4)
+    return fig
+
+
+def plot_accuracy_bars(table, title: str = "Top-1 after pruning") -> plt.Figure:
+    """Horizontal bars of top-1 (%) per row of ``table`` (columns label, top1 in [0, 1], method)."""
+    use_style()
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(table) + 1.2))
+    y = range(len(table))
+    ax.barh(list(y), [100 * v for v in table["top1"]],
+            color=[color(m) for m in table["method"]], height=0.6)
+    for i, v in zip(y, table["top1"]):
+        ax.text(100 * v + 1, i, f"{100 * v:.1f} %", va="center", fontsize=9)
+    ax.set_yticks(list(y))
+    ax.set_yticklabels(list(table["label"]))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 112)
+    ax.set_xlabel("test top-1 (%)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_sparsity(table, tiers=("a", "b", "c"), dense_top1: float | None = None,
+                              title: str = "Accuracy against sparsity") -> plt.Figure:
+    """One panel per tier: top-1 (%) against the achieved global sparsity, one line per allocation
+    method; FCPTS (tier c by construction) is drawn in every panel as the reference."""
+    use_style()
+    fig, axes = plt.subplots(1, len(tiers), figsize=(4.6 * len(tiers), 4.0), sharey=True, squeeze=False)
+    axes = axes[0]
+    fcpts = table[table["method"] == "fcpts"].sort_values("target")
+    for ax, tier in zip(axes, tiers):
+        rows = table[(table["tier"] == tier) & (table["method"] != "fcpts")]
+        for method, part in rows.groupby("method", sort=False):
+            part = part.sort_values("target")
+            ax.plot(part["achieved_sparsity"] * 100, part["top1"] * 100, marker="o", markersize=4,
+                    linewidth=1.3, color=color(method), label=label(method))
+        if len(fcpts):
+            ax.plot(fcpts["achieved_sparsity"] * 100, fcpts["top1"] * 100, marker="s", markersize=5,
+                    linewidth=2.0, color=color("fcpts"), label="FCPTS")
+        if dense_top1 is not None:
+            ax.axhline(100 * dense_top1, color=color("dense"), linestyle="--", linewidth=1, label="dense")
+        ax.set_title(TIER_LABELS.get(tier, tier), fontsize=10)
+        ax.set_xlabel("global sparsity (%)")
+        ax.set_ylim(-2, 102)
+    axes[0].set_ylabel("test top-1 (%)")
+    fig.suptitle(title, fontweight="bold", y=1.0)
+    _legend_below(fig, axes, ncol=7)
+    return fig
+
+
+def plot_schedules(table, dense_top1: float | None = None,
+                   title: str = "FCPTS against training-aware pruning schedules") -> plt.Figure:
+    """Top-1 (%) against sparsity: FCPTS (post-training, no labels) and prune-while-training with the
+    one-shot, iterative, AGP and one-cycle schedules (labels, same number of steps)."""
+    use_style()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sched = table[table["method"].str.startswith("prune_train")]
+    for name, part in sched.groupby("schedule", sort=False):
+        part = part.sort_values("target")
+        ax.plot(part["achieved_sparsity"] * 100, part["top1"] * 100, marker="o", markersize=4, linewidth=1.3,
+                color=color(name), label=f"{label(name)} (prune + train)")
+    fcpts = table[table["method"] == "fcpts"].sort_values("target")
+    if len(fcpts):
+        ax.plot(fcpts["achieved_sparsity"] * 100, fcpts["top1"] * 100, marker="s", markersize=5, linewidth=2.0,
+                color=color("fcpts"), label="FCPTS (post-training)")
+    if dense_top1 is not None:
+        ax.axhline(100 * dense_top1, color=color("dense"), linestyle="--", linewidth=1, label="dense")
+    ax.set_xlabel("global sparsity (%)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title)
+    _legend_below(fig, [ax], ncol=3)
+    return fig
+
+
+def plot_accuracy_vs_time(table, targets, title: str = "Accuracy against compute time") -> plt.Figure:
+    """One panel per target: top-1 (%) against wall-clock seconds (log scale) of every run. Colour = method
+    (the schedule for training-aware rows), marker = kind of run (tier a/b/c, prune + train, FCPTS)."""
+    from matplotlib.lines import Line2D
+
+    use_style()
+    targets = list(targets)
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.4 * len(targets), 4.2), sharey=True, squeeze=False)
+    axes = axes[0]
+    markers = {"a": "v", "b": "^", "c": "o", "finetune": "D", "scratch": "P", "fcpts": "s"}
+    kinds = {"a": "tier a", "b": "tier b", "c": "tier c", "finetune": "prune + train (fine-tune)",
+             "scratch": "prune + train (scratch)", "fcpts": "FCPTS"}
+    colours, seen_kinds = {}, []
+    for ax, target in zip(axes, targets):
+        rows = table[(table["target"] - target).abs() < 1e-9]
+        for _, r in rows.iterrows():
+            is_sched = str(r["method"]).startswith("prune_train")
+            key = r["schedule"] if is_sched else r["method"]
+            kind = "fcpts" if r["method"] == "fcpts" else str(r["tier"])
+            colours.setdefault(key, color(key))
+            if kind not in seen_kinds:
+                seen_kinds.append(kind)
+            ax.scatter(max(float(r["wall_time"]), 1e-2), 100 * r["top1"], color=colours[key],
+                       marker=markers.get(kind, "o"), s=70 if kind == "fcpts" else 36, edgecolor="white",
+                       linewidth=0.5, zorder=3 if kind == "fcpts" else 2)
+        ax.set_xscale("log")
+        ax.set_xlabel("wall-clock time (s, log scale)")
+        ax.set_title(f"global sparsity {target:.0%}")
+        ax.set_ylim(-2, 102)
+    axes[0].set_ylabel("test top-1 (%)")
+    method_handles = [Line2D([], [], linestyle="", marker="o", markersize=7, color=c, label=label(k))
+                      for k, c in colours.items()]
+    kind_handles = [Line2D([], [], linestyle="", marker=markers.get(k, "o"), markersize=7, color="#555555",
+                           label=kinds.get(k, k)) for k in seen_kinds]
+    fig.suptitle(title, fontweight="bold", y=1.0)
+    n_rows = 1 + (len(method_handles) - 1) // 6 if method_handles else 1
+    fig.legend(handles=method_handles, loc="lower center", ncol=6, frameon=False, fontsize=9,
+               bbox_to_anchor=(0.5, 0.07), title="colour: method", title_fontsize=9)
+    fig.legend(handles=kind_handles, loc="lower center", ncol=len(kind_handles), frameon=False, fontsize=9,
+               bbox_to_anchor=(0.5, 0.0), title=None)
+    fig.tight_layout(rect=(0, 0.1 + 0.06 * n_rows, 1, 1))
+    return fig
+
+
+def plot_published(published, ours=None, model: str = "ResNet-50",
+                   title: str = "Published ImageNet numbers beside this kit") -> plt.Figure:
+    """Left: numbers printed in the sources (``published``: columns model, weights, method, reconstruction,
+    sparsity, metric, value, qualifier, source) for ``model``, ImageNet top-1 against sparsity, plus this
+    kit's own ImageNet rows where ``ours`` has them. Right: this kit's rows (``ours``: method, label,
+    sparsity, top1, dataset) on their own axes, since in quick mode they come from another dataset.
+    Claims that are not a top-1 value (e.g. "over 30 points better") are printed under the left panel."""
+    use_style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 4.8))
+    rows = published[published["model"] == model].fillna({"reconstruction": "", "weights": "", "qualifier": ""})
+    top1 = rows[rows["metric"] == "top1"]
+    curves = top1[(top1["sparsity"] > 0) & (top1["method"] != "dense")]
+    styles = {"none": dict(linestyle="--", marker="v"), "layer-wise": dict(linestyle="-", marker="^"),
+              "": dict(linestyle="", marker="*", markersize=12)}
+    for (method, recon), part in curves.groupby(["method", "reconstruction"], sort=False):
+        part = part.sort_values("sparsity")
+        text = {"none": f"{label(method)} magnitude, no reconstruction",
+                "layer-wise": f"{label(method)} magnitude + layer-wise reconstruction"}.get(recon, label(method))
+        source = "msbench" if "msbench" in part["source"].iloc[0] else part["source"].iloc[0].split(",")[0]
+        left.plot(part["sparsity"] * 100, part["value"], color=color(method), linewidth=1.3,
+                  label=f"{text} ({source})", **({"markersize": 5} | styles.get(recon, styles[""])))
+    dense_styles = [dict(linestyle=":", color="#333333"), dict(linestyle="-.", color="#777777"),
+                    dict(linestyle=(0, (1, 3)), color="#aaaaaa")]
+    for style, (_, r) in zip(dense_styles, top1[top1["method"] == "dense"].iterrows()):
+        left.axhline(r["value"], linewidth=1.1, label=f"dense {r['value']:g} ({r['weights']})", **style)
+    if ours is not None and len(ours) and (ours["dataset"] == "imagenet").any():
+        for text, part in ours[ours["dataset"] == "imagenet"].groupby("label", sort=False):
+            part = part.sort_values("sparsity")
+            left.plot(part["sparsity"] * 100, part["top1"] * 100, color=color(part["method"].iloc[0]),
+                      marker="D", linewidth=2, label=f"{text}, this kit")
+    left.set_xlabel("unstructured sparsity (%)")
+    left.set_ylabel("ImageNet top-1 (%)")
+    left.set_title(f"{model}, ImageNet: numbers printed in the sources", fontsize=11)
+    left.set_xlim(0, 100)
+    left.set_ylim(0, 90)
+    left.legend(loc="lower left", fontsize=7.5)
+    claims = rows[rows["metric"] != "top1"]
+    notes = [f"{label(r['method'])}{' (' + r['reconstruction'] + ')' if r['reconstruction'] else ''} at "
+             f"{r['sparsity']:.0%}: top-1 {r['qualifier']} {r['value']:g} points "
+             f"{CLAIM_PHRASES.get(r['metric'], r['metric'])} ({r['source'].split(',')[0]})"
+             for _, r in claims.iterrows()]
+    if notes:
+        left.text(0.0, -0.2, "\n".join(notes), transform=left.transAxes, fontsize=7.5, va="top", ha="left",
+                  color="#333333")
+    if ours is not None and len(ours):
+        tier_styles = {"tier a": dict(linestyle="--", marker="v"), "tier c": dict(linestyle="-", marker="^")}
+        for text, part in ours.groupby("label", sort=False):
+            part = part.sort_values("sparsity")
+            style = next((v for k, v in tier_styles.items() if k in text), dict(linestyle="-", marker="s"))
+            right.plot(part["sparsity"] * 100, part["top1"] * 100, color=color(part["method"].iloc[0]),
+                       markersize=5, linewidth=1.6 if part["method"].iloc[0] == "fcpts" else 1.3, label=text, **style)
+        datasets = ", ".join(sorted(set(ours["dataset"])))
+        right.set_title(f"this kit ({datasets}): the same comparison", fontsize=11)
+        right.legend(loc="lower left", fontsize=8)
+    else:
+        right.text(0.5, 0.5, "no results of this kit yet", ha="center", va="center", transform=right.transAxes)
+    right.set_xlabel("global sparsity (%)")
+    right.set_ylabel("test top-1 (%)")
+    right.set_xlim(0, 100)
+    right.set_ylim(-2, 102)
+    fig.suptitle(title, fontweight="bold", y=1.0)
+    fig.tight_layout()
+    return fig

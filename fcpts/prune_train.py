@@ -1,0 +1,261 @@
+"""Training-aware pruning (method.md §3): train with labels while the sparsity follows a schedule s(t).
+
+At every training step k (progress t = k/(steps−1), so the last step is at t = 1 and s = s_f exactly):
+
+1. s = schedule(t, s_i, s_f); the exact per-layer zero counts for s come from the kit's allocations
+   (``uniform``: every layer at s, the One-Cycle Pruning paper's setting; ``global``: one |w| threshold),
+   and the masks drop the smallest |w| (of each layer, or over all layers for ``global``): the same sets as
+   ``magnitude_masks`` (torch's l1 pruning) up to the order of exact ties, found with ``kthvalue``;
+2. the pruned weights are zeroed, the batch's cross-entropy is back-propagated, the gradients of pruned
+   weights are masked, the optimiser steps, and the pruned weights are zeroed again (momentum or Adam
+   state cannot revive them).
+
+Masks are recomputed from the current magnitudes whenever the required zero count changes (pruned weights
+are exactly zero, so they stay the smallest: with an unchanged count the recomputed mask is the same).
+Because pruned weights are held at zero, a pruned weight never grows back (fasterai lets optimiser
+momentum move pruned weights between its per-batch re-prunings, so it can). The run ends with exactly
+round(s_f·N) zero weights.
+
+Two starts (the caller passes the model): the trained dense checkpoint (fine-tuning), or a fresh
+``build_model(name, weights=None)`` (from scratch, as in the One-Cycle Pruning paper). Labels are needed:
+unlike FCPTS this is not post-training sparsity; it uses the labelled train split.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .allocation import global_magnitude_allocation, uniform_allocation, zero_budget
+from .config import check_target
+from .masking import check_finite, count_zeros, prunable_layers, weight_sparsity_table
+from .schedules import SCHEDULES, get_schedule, progress
+
+_MASK_ALLOCATIONS = {"uniform": uniform_allocation, "global": global_magnitude_allocation}
+
+
+@dataclass
+class PruneTrainConfig:
+    schedule: str = "one_cycle"  # a name in fcpts.schedules.SCHEDULES
+    schedule_options: dict = field(default_factory=dict)  # e.g. {"beta": 6} or {"at": 0.0}
+    allocation: str = "uniform"  # "uniform" (per layer, the paper) or "global" magnitude
+    s_i: float = 0.0  # starting sparsity of the schedule
+    steps: int = 0  # training steps; 0: use epochs
+    epochs: float = 1.0  # used when steps == 0: ceil(epochs * batches per epoch)
+    batch_size: int = 64
+    optimizer: str = "adamw"  # "adamw" or "sgd"
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.01
+    momentum: float = 0.9  # sgd only
+    lr_schedule: str = "onecycle"  # "onecycle" (fastai's fit_one_cycle, as in the paper), "cosine", "constant"
+    label_smoothing: float = 0.0
+    include: tuple = ("*",)
+    exclude: tuple = ()
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        self.include, self.exclude = tuple(self.include), tuple(self.exclude)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.allocation not in _MASK_ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {', '.join(_MASK_ALLOCATIONS)}, got {self.allocation!r}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.lr_schedule not in ("onecycle", "cosine", "constant"):
+            raise ValueError(f"lr_schedule must be onecycle, cosine or constant, got {self.lr_schedule!r}")
+        if self.steps < 0 or (self.steps == 0 and self.epochs <= 0):
+            raise ValueError("give a positive number of steps or epochs")
+        if not 0.0 <= self.s_i < 1.0:
+            raise ValueError(f"s_i must lie in [0, 1), got {self.s_i}")
+
+    def replace(self, **kw) -> "PruneTrainConfig":
+        return PruneTrainConfig(**{**asdict(self), **kw})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["include"], d["exclude"] = list(self.include), list(self.exclude)
+        return d
+
+
+@dataclass
+class PruneTrainResult:
+    model: nn.Module  # plain modules, exactly round(s_f N) zero weights, eval mode
+    allocation: dict[str, float]  # final per-layer sparsity of the prunable layers
+    history: list[dict]  # every log_every steps (and the last): step, t, sparsity, zeros, loss, lr
+    target: float
+    steps: int
+    zeros: int
+    total: int
+    achieved_sparsity: float
+    wall_time: float
+    config: PruneTrainConfig = field(repr=False)
+
+
+def _lr_factor(kind: str, step: int, steps: int) -> float:
+    """Multiplier of the peak lr at ``step``: fastai-style one-cycle (25 % cosine warm-up from lr/25, then
+    cosine down to lr/25e4, as ``torch.optim.lr_scheduler.OneCycleLR`` with pct_start=0.25), cosine, constant."""
+    if kind == "constant":
+        return 1.0
+    p = step / max(1, steps - 1)
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    warm, start, end = 0.25, 1.0 / 25.0, 1.0 / 25e4
+    if p < warm:
+        return start + (1.0 - start) * 0.5 * (1.0 - math.cos(math.pi * p / warm))
+    q = (p - warm) / (1.0 - warm)
+    return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * q))
+
+
+def _batches(data, batch_size: int, seed: int):
+    """Endless seeded shuffled batches of ``(x, y)``."""
+    loader = data if isinstance(data, DataLoader) else DataLoader(
+        data, batch_size=batch_size, shuffle=True, drop_last=len(data) >= batch_size, num_workers=0,
+        generator=torch.Generator().manual_seed(seed))
+    if len(loader) == 0:
+        raise ValueError("the training set is empty")
+    while True:
+        yield from loader
+
+
+@torch.no_grad()
+def _keep_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean keep-mask that drops exactly the ``k`` smallest ``scores`` (flat), by ``kthvalue`` (several times
+    faster than ``topk`` on CPU); ties at the cut are broken by position."""
+    n = scores.numel()
+    if k <= 0:
+        return torch.ones(n, dtype=torch.bool, device=scores.device)
+    if k >= n:
+        return torch.zeros(n, dtype=torch.bool, device=scores.device)
+    cut = torch.kthvalue(scores.cpu(), k).values.to(scores.device)
+    keep = scores > cut
+    surplus = int(n - keep.sum()) - k  # ties at the cut dropped beyond k: keep that many of them
+    if surplus > 0:
+        ties = torch.nonzero(scores == cut).flatten()
+        keep[ties[-surplus:]] = True
+    return keep
+
+
+@torch.no_grad()
+def masks_at(model: nn.Module, sparsity: float, allocation: str = "uniform", include=("*",), exclude=()) -> dict[str, torch.Tensor] | None:
+    """Magnitude masks that zero exactly round(sparsity · N) weights (None for sparsity 0).
+
+    ``uniform``: the per-layer counts of ``uniform_allocation`` (exact, largest remainder), the smallest |w|
+    of each layer; ``global``: the smallest |w| over all selected layers. The same sets as
+    ``magnitude_masks(model, allocation)`` (up to the order of exact ties), computed with ``kthvalue``.
+    """
+    if sparsity <= 0.0:
+        return None
+    layers, zeros = zero_budget(model, sparsity, include, exclude)
+    if allocation == "uniform":
+        counts = uniform_allocation(model, sparsity, include, exclude)
+        masks = {}
+        for name, module in layers.items():
+            w = module.weight
+            k = int(round(counts[name] * w.numel()))
+            masks[name] = _keep_mask(w.detach().abs().flatten(), k).reshape(w.shape).to(w.dtype)
+        return masks
+    flat = torch.cat([m.weight.detach().abs().flatten() for m in layers.values()])
+    keep = _keep_mask(flat, zeros)
+    masks, start = {}, 0
+    for name, module in layers.items():
+        size = module.weight.numel()
+        masks[name] = keep[start:start + size].reshape(module.weight.shape).to(module.weight.dtype)
+        start += size
+    return masks
+
+
+def _zero_count(model: nn.Module, sparsity: float, include, exclude) -> int:
+    if sparsity <= 0.0:
+        return 0
+    return zero_budget(model, sparsity, include, exclude)[1]
+
+
+def prune_train(model: nn.Module, train_data, target: float, config: PruneTrainConfig | None = None) -> PruneTrainResult:
+    """Train a copy of ``model`` on labelled ``train_data`` (a Dataset of ``(x, y)`` or a DataLoader) while
+    pruning it along ``config.schedule`` to exactly ``target`` global sparsity."""
+    start_time = time.perf_counter()
+    config = config or PruneTrainConfig()
+    target = check_target(target)
+    if config.s_i > target:
+        raise ValueError(f"s_i = {config.s_i} exceeds the target {target}")
+    check_finite(model)
+    from .evaluate import resolve_device
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    student = copy.deepcopy(model).to(device)
+    layers = prunable_layers(student, config.include, config.exclude)
+    zero_budget(student, target, config.include, config.exclude)  # fails early if the target is impossible
+    batches = _batches(train_data, config.batch_size, config.seed)
+    if config.steps > 0:
+        steps = int(config.steps)
+    else:
+        per_epoch = len(train_data) // config.batch_size if not isinstance(train_data, DataLoader) else len(train_data)
+        steps = max(1, math.ceil(config.epochs * max(1, per_epoch)))
+    schedule = get_schedule(config.schedule, **config.schedule_options)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+
+    masks, mask_zeros, history = None, -1, []
+    student.train()
+    bar = tqdm(range(steps), desc=f"{config.schedule} {target:.0%}", disable=not config.progress, leave=False)
+    for step in bar:
+        t = progress(step, steps)
+        s = schedule(t, config.s_i, target)
+        zeros_needed = _zero_count(student, s, config.include, config.exclude)
+        if zeros_needed != mask_zeros:
+            masks = masks_at(student, s, config.allocation, config.include, config.exclude)
+            mask_zeros = zeros_needed
+        with torch.no_grad():
+            if masks is not None:
+                for name, mask in masks.items():
+                    layers[name].weight.mul_(mask)
+        lr = config.lr * _lr_factor(config.lr_schedule, step, steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = next(batches)
+        logits = student(x.to(device))
+        loss = F.cross_entropy(logits, y.to(device), label_smoothing=config.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {step} (sparsity {s:.4f}); lower PruneTrainConfig.lr "
+                                     f"(now {config.lr})")
+        loss_value = loss.item()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if masks is not None:
+            for name, mask in masks.items():
+                if layers[name].weight.grad is not None:
+                    layers[name].weight.grad.mul_(mask)
+        optimizer.step()
+        with torch.no_grad():
+            if masks is not None:
+                for name, mask in masks.items():
+                    layers[name].weight.mul_(mask)
+        if step % config.log_every == 0 or step == steps - 1:
+            history.append(dict(step=step, t=t, sparsity=s, zeros=mask_zeros if masks is not None else 0,
+                                loss=loss_value, lr=lr))
+        bar.set_postfix(S=f"{s:.3f}", loss=f"{loss_value:.3f}")
+
+    student.eval()
+    zeros, total = count_zeros(student)
+    expected = _zero_count(student, target, config.include, config.exclude)
+    if zeros != expected:
+        raise RuntimeError(f"prune_train ended with {zeros} zero weights, expected exactly {expected}; a surviving "
+                           "weight reached exactly 0.0 or an excluded layer holds zeros")
+    allocation = {r["layer"]: r["sparsity"] for r in weight_sparsity_table(student) if r["layer"] in layers}
+    return PruneTrainResult(model=student, allocation=allocation, history=history, target=target, steps=steps,
+                            zeros=zeros, total=total, achieved_sparsity=zeros / total,
+                            wall_time=time.perf_counter() - start_time, config=config)

@@ -1,0 +1,394 @@
+"""One comparison runner: methods × targets × seeds on one dataset/model pair, one tidy table.
+
+    from fcpts import Config
+    from fcpts.runner import run_comparison
+    table = run_comparison(Config.quick_cpu(), out_csv="data/comparison_digits.csv")
+
+    python -m fcpts.runner --out data/comparison_digits.csv --targets 0.5 0.7 0.8 0.9 0.95 --seeds 0
+
+Rows (one per run; columns in ``COLUMNS``):
+
+* ``dense`` -- the unpruned model (tier "-", target 0);
+* every allocation (``uniform global erk lamp pot``) in tiers ``a`` (masks only; POT: its correction and
+  calibration), ``b`` (+ BN re-estimation) and ``c`` (+ FCPTS's reconstruction with frozen thresholds);
+* ``fcpts`` -- FCPTS with ``config`` (tier "c": it gets the same reconstruction budget as tier c);
+* ``prune_train-<uniform|global>`` -- training-aware pruning with labels, one row per schedule
+  (``one_shot iterative agp one_cycle``), tier ``finetune`` (from the dense model) or ``scratch``.
+
+``allocation_drift`` (tier c and fcpts): the largest per-layer change between the starting allocation and
+the returned model's (FCPTS: how far the learned allocation moved from its ERK start; tier c: how far frozen
+thresholds let the masks move while the weights trained).
+
+Resumable: a row whose key (method, tier, schedule, target, seed, config_hash) is already in ``out_csv`` is
+not recomputed; the CSV (and a JSON copy) is rewritten atomically after every finished row, so an
+interrupted sweep continues where it stopped. ``config_hash`` fingerprints everything else that changes a
+row: the Config (minus target, seed and display/hardware fields), the dense model's weights, and the POT
+or training-aware settings for those rows.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .baselines import ALLOCATION_METHODS, TIERS, prune_baseline
+from .calibration import recalibrate_bn
+from .config import Config, check_target
+from .masking import count_zeros
+from .pot import PotConfig
+from .prune_train import PruneTrainConfig, prune_train
+from .schedules import SCHEDULES
+from .sparsify import sparsify
+
+DEFAULT_TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
+SCHEDULE_NAMES = tuple(SCHEDULES)
+KEY = ("method", "tier", "schedule", "target", "seed", "config_hash")
+COLUMNS = ("method", "tier", "schedule", "target", "seed", "achieved_sparsity", "top1", "top5", "wall_time",
+           "steps", "zeros", "total", "n_test", "start", "sparsity_before_projection", "allocation_drift", "dataset",
+           "model",
+           "config_hash", "finished_at")
+NONE = "-"  # placeholder for "not applicable" in string key columns (an empty cell would read back as NaN)
+# Config fields that change no number of a row (display, hardware) or that are row keys already.
+_NOT_HASHED = ("target", "seed", "progress", "device", "num_workers", "out_dir", "layer_log_every",
+               "eval_batch_size")
+
+
+def default_finetune(steps: int = 150) -> PruneTrainConfig:
+    """The runner's training-aware setting: uniform per-layer magnitude, AdamW with fastai's one-cycle lr
+    (peak 1e-3, weight decay 0.01, as fastai's defaults the One-Cycle Pruning paper used), batch 64."""
+    return PruneTrainConfig(steps=steps, batch_size=64, lr=1e-3, weight_decay=0.01, lr_schedule="onecycle",
+                            allocation="uniform", progress=False)
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 (first 16 hex) of every tensor of the state_dict: the dense model a row was computed from."""
+    digest = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _target_key(value: Any) -> str:
+    return f"{float(value):.6f}"
+
+
+def row_key(row: dict) -> tuple:
+    return (str(row["method"]), str(row["tier"]), str(row["schedule"]), _target_key(row["target"]),
+            int(row["seed"]), str(row["config_hash"]))
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The CSV as written by the runner (key columns as strings, so 'a'/'-' survive a round trip)."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=list(COLUMNS))
+    return pd.read_csv(path, dtype={"method": str, "tier": str, "schedule": str, "config_hash": str,
+                                    "start": str}, keep_default_na=False, na_values=[""])
+
+
+def _write_atomic(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_table(table: pd.DataFrame, csv_path: Path, json_path: Path | None) -> None:
+    _write_atomic(table.to_csv(index=False), csv_path)
+    if json_path is not None:
+        _write_atomic(table.to_json(orient="records", indent=1), json_path)
+
+
+@dataclass
+class Job:
+    method: str
+    tier: str
+    schedule: str
+    target: float
+    seed: int
+    config_hash: str
+    start: str
+    phase: int
+    run: Callable[[], tuple[nn.Module, dict]]
+
+    def key(self) -> tuple:
+        return row_key(dict(method=self.method, tier=self.tier, schedule=self.schedule, target=self.target,
+                            seed=self.seed, config_hash=self.config_hash))
+
+    def label(self) -> str:
+        parts = [self.method, self.tier] + ([self.schedule] if self.schedule != NONE else [])
+        return f"{'/'.join(parts)} {self.target:.0%} s{self.seed}"
+
+
+def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCATION_METHODS,
+                   targets: Iterable[float] = DEFAULT_TARGETS, seeds: Iterable[int] = (0,),
+                   out_csv: str | os.PathLike = "data/comparison_digits.csv", *,
+                   tiers: Iterable[str] = TIERS, fcpts: bool = True, dense: bool = True,
+                   schedules: Iterable[str] = SCHEDULE_NAMES, starts: Iterable[str] = ("dense",),
+                   finetune: PruneTrainConfig | None = None, pot_config: PotConfig | None = None,
+                   model: nn.Module | None = None, data: Any = None, train_data: Any = None,
+                   scratch_model: Callable[[int], nn.Module] | None = None, model_name: str | None = None,
+                   json_path: str | os.PathLike | None | bool = True, progress: bool = True) -> pd.DataFrame:
+    """Run every requested (method, tier/schedule, target, seed) not yet in ``out_csv``; return the table.
+
+    ``config`` (default ``Config.quick_cpu()``) drives FCPTS, tier c, calibration, BN re-estimation and data.
+    ``model``: the dense model (default: the embedded ResNet-50 for digits via ``load_embedded_model``, else
+    ``build_model(config.model, config.weights)``). ``data``: a ``DataBundle`` (calib, test, num_classes,
+    name) or a callable ``seed -> DataBundle`` (default: ``load_data(config.replace(seed=seed))``).
+    ``train_data``: the labelled train split for the schedules (default: the digits train split; for other
+    datasets the schedule rows are skipped unless given). ``starts``: "dense" (fine-tune the dense model)
+    and/or "scratch" (``scratch_model(seed)``, default ``build_model(config.model, weights=None)``).
+    ``finetune``: the training-aware setting (default ``default_finetune(config.steps)``; its schedule
+    field is overridden per row). ``json_path``: True -> next to the CSV with a .json suffix.
+    """
+    from .evaluate import evaluate, resolve_device
+
+    config = config or Config.quick_cpu()
+    targets = [check_target(t) for t in targets]
+    seeds, methods, tiers = [int(s) for s in seeds], list(methods), list(tiers)
+    schedules, starts = list(schedules), list(starts)
+    for name in schedules:
+        if name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+    for start in starts:
+        if start not in ("dense", "scratch"):
+            raise ValueError(f"unknown start {start!r}; use 'dense' and/or 'scratch'")
+    finetune = finetune or default_finetune(config.steps)
+    csv_path = Path(out_csv)
+    json_file = csv_path.with_suffix(".json") if json_path is True else (Path(json_path) if json_path else None)
+    device = resolve_device(config.device)
+
+    if model is None:
+        model_name = model_name or config.model
+        if config.dataset == "digits" and config.model == "resnet50" and not config.weights:
+            from .models import load_embedded_model
+
+            model, _ = load_embedded_model(progress=progress)
+        else:
+            from .models import build_model
+
+            model = build_model(config.model, config.weights or None)
+    else:
+        model_name = model_name or type(model).__name__
+    model = model.eval()
+    model_id = model_fingerprint(model)
+
+    bundles: dict[int, Any] = {}
+
+    def bundle(seed: int):
+        if seed not in bundles:
+            if data is None:
+                from .data import load_data
+
+                bundles[seed] = load_data(config.replace(seed=seed))
+            else:
+                bundles[seed] = data(seed) if callable(data) else data
+        return bundles[seed]
+
+    train_split = train_data
+    if train_split is None and schedules and config.dataset == "digits" and data is None:
+        from .data import DIGITS_SPLIT_SEED, digits_datasets
+
+        train_split = digits_datasets(config.image_size, seed=DIGITS_SPLIT_SEED)[0]
+    if schedules and train_split is None:
+        print("[fcpts.runner] no labelled train split given: skipping the schedule rows", file=sys.stderr)
+        schedules = []
+
+    base = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
+    base["model_id"] = model_id
+    base_hash = _fingerprint(base)
+    pot_base = PotConfig(device=config.device, progress=False) if pot_config is None else pot_config
+    pot_hash = _fingerprint({**base, "pot": {k: v for k, v in pot_base.to_dict().items()
+                                             if k not in ("seed", "device", "progress")}})
+    ft_hash = _fingerprint({**base, "finetune": {k: v for k, v in finetune.to_dict().items()
+                                                 if k not in ("seed", "device", "progress", "schedule", "log_every")}})
+
+    pot_memo: dict[tuple[float, int], tuple[nn.Module, dict]] = {}  # POT tier a, reused by tier b
+
+    def run_pot(target: float, tier: str, seed: int, cfg: Config):
+        pcfg = PotConfig(**{**pot_base.to_dict(), "seed": seed, "progress": False})
+        key = (target, seed)
+        if tier == "b" and key in pot_memo:
+            pruned, info = pot_memo.pop(key)
+            tic = time.perf_counter()
+            recalibrate_bn(pruned, bundle(seed).calib, batches=None, batch_size=cfg.batch_size, seed=cfg.seed,
+                           device=device)
+            info = {**info, "tier": "b", "wall_time": info["wall_time"] + time.perf_counter() - tic}
+            return pruned.eval(), info
+        pruned, info = prune_baseline(model, bundle(seed).calib, target, "pot", tier, cfg, pcfg)
+        if tier == "a" and "b" in tiers:
+            pot_memo[key] = copy.deepcopy((pruned, info))
+        return pruned, info
+
+    jobs: list[Job] = []
+    for seed in seeds:
+        cfg = config.replace(seed=seed, progress=False)
+        if dense:
+            jobs.append(Job("dense", NONE, NONE, 0.0, seed, base_hash, "dense", 0,
+                            lambda: (model, dict(steps=0, wall_time=0.0))))
+        for target in targets:
+            for method in methods:
+                for tier in tiers:
+                    is_pot = method == "pot" and tier != "c"
+                    phase = {"a": 1, "b": 1, "c": 4}[tier] + (1 if is_pot else 0)
+
+                    def run(method=method, tier=tier, target=target, seed=seed, cfg=cfg):
+                        if method == "pot" and tier != "c":
+                            return run_pot(target, tier, seed, cfg)
+                        return prune_baseline(model, bundle(seed).calib, target, method, tier, cfg)
+
+                    jobs.append(Job(method, tier, NONE, target, seed, pot_hash if is_pot else base_hash, "dense",
+                                    phase, run))
+            if fcpts:
+                def run_fcpts(target=target, seed=seed, cfg=cfg):
+                    result = sparsify(model, bundle(seed).calib, target, cfg)
+                    drift = max(abs(result.allocation[n] - s) for n, s in result.init_allocation.items())
+                    return result.model, dict(steps=cfg.steps, wall_time=result.wall_time, allocation_drift=drift,
+                                              sparsity_before_projection=result.sparsity_before_projection)
+
+                jobs.append(Job("fcpts", "c", NONE, target, seed, base_hash, "dense", 3, run_fcpts))
+            for start in starts:
+                for name in schedules:
+                    def run_schedule(name=name, start=start, target=target, seed=seed):
+                        ft = finetune.replace(schedule=name, seed=seed, device=config.device, progress=False)
+                        if start == "dense":
+                            initial = model
+                        elif scratch_model is not None:
+                            initial = scratch_model(seed)
+                        else:
+                            from .models import build_model
+
+                            torch.manual_seed(seed)
+                            initial = build_model(config.model, weights=None, num_classes=bundle(seed).num_classes)
+                        result = prune_train(initial, train_split, target, ft)
+                        return result.model, dict(steps=result.steps, wall_time=result.wall_time)
+
+                    jobs.append(Job(f"prune_train-{finetune.allocation}", "finetune" if start == "dense" else "scratch",
+                                    name, target, seed, ft_hash, start, 6, run_schedule))
+
+    table = read_table(csv_path)
+    done = {row_key(r) for r in table.to_dict("records")} if len(table) else set()
+    todo = sorted((j for j in jobs if j.key() not in done), key=lambda j: (j.phase, j.seed, j.target, j.tier))
+    if progress:
+        print(f"[fcpts.runner] {len(jobs)} rows requested, {len(jobs) - len(todo)} already in {csv_path}, "
+              f"{len(todo)} to compute", file=sys.stderr)
+    bar = tqdm(todo, desc="comparison", disable=not progress)
+    for job in bar:
+        bar.set_postfix_str(job.label())
+        tic = time.perf_counter()
+        pruned, info = job.run()
+        wall = info.get("wall_time") or (time.perf_counter() - tic)
+        b = bundle(job.seed)
+        metrics = evaluate(pruned, b.test, batch_size=config.eval_batch_size, device=device, progress=False)
+        zeros, total = count_zeros(pruned)
+        row = dict(method=job.method, tier=job.tier, schedule=job.schedule, target=job.target, seed=job.seed,
+                   achieved_sparsity=zeros / total, top1=metrics["top1"], top5=metrics["top5"], wall_time=wall,
+                   steps=int(info.get("steps", 0)), zeros=zeros, total=total, n_test=metrics["n"], start=job.start,
+                   sparsity_before_projection=info.get("sparsity_before_projection", math.nan),
+                   allocation_drift=info.get("allocation_drift", math.nan),
+                   dataset=getattr(b, "name", config.dataset), model=model_name, config_hash=job.config_hash,
+                   finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        table = pd.concat([table, pd.DataFrame([row], columns=list(COLUMNS))], ignore_index=True) if len(table) \
+            else pd.DataFrame([row], columns=list(COLUMNS))
+        write_table(table, csv_path, json_file)
+        if progress:
+            tqdm.write(f"  {job.label():<40} top1 {metrics['top1']:.2%}  S {zeros / total:.4f}  {wall:.1f} s")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fcpts.runner", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="data/comparison_digits.csv", help="CSV to write (and resume from)")
+    parser.add_argument("--json", default=None, help="JSON copy (default: the CSV path with .json)")
+    parser.add_argument("--config", default=None, help="YAML Config (default: Config.quick_cpu())")
+    parser.add_argument("--targets", type=float, nargs="+", default=list(DEFAULT_TARGETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="*", default=list(ALLOCATION_METHODS), help="allocations")
+    parser.add_argument("--tiers", nargs="*", default=list(TIERS))
+    parser.add_argument("--schedules", nargs="*", default=list(SCHEDULE_NAMES))
+    parser.add_argument("--starts", nargs="*", default=["dense"], help="dense and/or scratch")
+    parser.add_argument("--no-fcpts", action="store_true")
+    parser.add_argument("--no-dense", action="store_true")
+    parser.add_argument("--steps", type=int, default=None, help="FCPTS / tier c steps (Config.steps)")
+    parser.add_argument("--finetune-steps", type=int, default=None, help="schedule steps (default: Config.steps)")
+    parser.add_argument("--finetune-lr", type=float, default=None)
+    parser.add_argument("--pot-iterations", type=int, default=None, help="POT Adam steps per layer")
+    parser.add_argument("--pot-lr", type=float, default=None)
+    parser.add_argument("--min-dense-accuracy", type=float, default=None,
+                        help="accept an embedded dense checkpoint with at least this test top-1 (default: models' floor)")
+    parser.add_argument("--no-train", action="store_true",
+                        help="fail instead of training the embedded dense model when its checkpoint is missing")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads; 1 avoids OpenMP oversubscription on a shared 2-core machine")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    config = Config.from_yaml(args.config) if args.config else Config.quick_cpu()
+    if args.steps is not None:
+        config = config.replace(steps=args.steps)
+    finetune = default_finetune(args.finetune_steps or config.steps)
+    if args.finetune_lr is not None:
+        finetune = finetune.replace(lr=args.finetune_lr)
+    pot = PotConfig(device=config.device, progress=False)
+    if args.pot_iterations is not None:
+        pot.iterations_per_layer = args.pot_iterations
+    if args.pot_lr is not None:
+        pot.lr = args.pot_lr
+    model, model_name = None, None
+    if config.dataset == "digits" and config.model == "resnet50" and not config.weights:
+        from .models import DEFAULT_CHECKPOINT_DIR, DenseRecipe, build_model, load_embedded_model
+
+        recipe = DenseRecipe()
+        kwargs = {} if args.min_dense_accuracy is None else dict(min_accuracy=args.min_dense_accuracy)
+        path = DEFAULT_CHECKPOINT_DIR / recipe.checkpoint_name()
+        if args.no_train:
+            # Check without side effects: load_embedded_model renames an unusable checkpoint and retrains.
+            if not path.exists():
+                parser.error(f"--no-train: no dense checkpoint at {path}")
+            from .models import _verify
+
+            floor = kwargs.get("min_accuracy", 0.97)
+            ckpt, problem = _verify(path, recipe, build_model(recipe.model, None, 10), floor)
+            if ckpt is None:
+                parser.error(f"--no-train: the checkpoint {path} would be retrained: {problem}")
+        model, _ = load_embedded_model(recipe, progress=not args.quiet, **kwargs)
+        model_name = config.model
+    table = run_comparison(config, args.methods, args.targets, args.seeds, args.out, tiers=args.tiers,
+                           model=model, model_name=model_name,
+                           fcpts=not args.no_fcpts, dense=not args.no_dense, schedules=args.schedules,
+                           starts=args.starts, finetune=finetune, pot_config=pot,
+                           json_path=args.json if args.json else True, progress=not args.quiet)
+    print(f"{len(table)} rows in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Each benchmark's core function in a tiny configuration: well-formed results, not timings (no timed asserts)."""
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from conftest import make_model
+from fcpts import Config
+from fcpts.data import DataBundle
+from fcpts.pot import PotConfig
+
+from benchmarks import demo_time, exact_control, gpu, memory, quality, speed, summarize
+
+
+def toy_bundle():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 3, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g)
+    return DataBundle(calib=TensorDataset(x[:24]), test=TensorDataset(x[24:], y[24:]), num_classes=10, name="toy")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench_results")
+
+
+def test_exact_control_rows(results):
+    out = results / "exact_control.json"
+    doc = exact_control.run_exact_control(
+        archs=("cnn",), targets=(0.5, 0.9), max_steps=40, e2e_steps=1, batch_size=2, out=out,
+        models={"cnn": (lambda: make_model("cnn"), 8)}, progress=False)
+    rows = doc["results"]
+    assert len(rows) == 2 and json.loads(out.read_text())["results"] == json.loads(json.dumps(rows))
+    for r in rows:
+        assert r["zeros_target"] == round(r["target"] * r["n_weights"])
+        assert r["lc_zeros"] == r["e2e_zeros"] == r["zeros_target"] and r["exact"] is True
+        assert r["steps_to_tol"] is None or 0 <= r["steps_to_tol"] <= 40
+        assert abs(r["start_sparsity"] - (r["target"] - 0.1)) < 0.01
+    # resumable: the same call computes nothing new
+    again = exact_control.run_exact_control(archs=("cnn",), targets=(0.5, 0.9), max_steps=40, e2e_steps=1,
+                                            batch_size=2, out=out, models={"cnn": (lambda: make_model("cnn"), 8)},
+                                            progress=False)
+    assert len(again["results"]) == 2
+
+
+def test_speed_parts(results):
+    model = make_model("cnn").eval()
+    calib = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    doc = speed.run_speed(model=model, calib=calib, image_size=8, batch_size=8, repeats=1, warmup=0,
+                          bridge_sizes=(1000, 5000), out=results / "speed.json", progress=False)
+    r = doc["results"]
+    assert set(r) == set(speed.PARTS)
+    steps = r["steps"]
+    assert {"fcpts", "masked_kd", "masked_kd_prune_hook", "dense_kd", "dense_train", "fcpts_ste", "fcpts_kde"} == set(steps["seconds"])
+    assert all(v["median"] > 0 for v in steps["seconds"].values())
+    assert steps["ratios"]["fcpts/masked_kd"] > 0
+    assert 0 < r["components"]["bridge_objective_share"] and r["components"]["profile_top_ops"]
+    assert [b["numel"] for b in r["bridge"]] == [1000, 5000] and all(b["kde_s"] > 0 for b in r["bridge"])
+    assert r["cache"]["calib_size"] == 16 and r["cache"]["cached_over_recomputed"] > 0
+    assert r["crosscheck"]["long_steps"] > r["crosscheck"]["short_steps"]
+
+
+def test_masked_kd_keeps_the_masks_exact():
+    model = make_model("cnn").eval()
+    x = torch.randn(8, 3, 8, 8)
+    config = Config.quick_cpu(progress=False)
+    teacher = speed._teacher(model, config)
+    fcpts = speed.FcptsStep(model, teacher, x, config, 0.8)
+    masks = fcpts.masks()
+    plain = speed.MaskedKDStep(model, teacher, x, masks, config)
+    for _ in range(2):
+        plain()
+    modules = dict(plain.student.named_modules())
+    for name, mask in masks.items():
+        assert torch.all(modules[name].weight[mask == 0] == 0)
+
+
+def test_memory_child_and_subprocess(results):
+    for kind in ("fcpts", "masked_kd", "dense_train", "sparsify"):
+        row = memory.child(kind, steps=1, image_size=8, batch_size=4, tiny=True)
+        assert row["peak_rss_mib"] >= row["rss_before_steps_mib"] > 0 and row["kind"] == kind
+    # one fresh subprocess (the plumbing): the cheapest kind
+    doc = memory.run_memory(kinds=("idle",), steps=1, image_size=8, batch_size=4, out=results / "memory.json",
+                            tiny=True, progress=False)
+    assert doc["results"][0]["kind"] == "idle" and doc["results"][0]["peak_rss_mib"] > 0
+
+
+def test_demo_time_plumbing(tmp_path):
+    # `python -m platform` stands in for `python -m fcpts demo`: the timing plumbing, in a fraction of a second
+    doc = demo_time.run_demo_time(out=tmp_path / "demo_time.json", module="platform", subcommand=[])
+    r = doc["results"]
+    assert r["returncode"] == 0 and r["wall_s"] > 0 and r["peak_rss_mib"] > 0 and r["stdout"].strip()
+    assert (tmp_path / "demo_time.json").exists()
+
+
+def test_gpu_script_smoke_on_cpu(tmp_path):
+    doc = gpu.run_gpu(steps=2, batch_size=2, image_size=32, calib_size=4, device="cpu",
+                      model_name="mobilenet_v3_small", short_steps=1, out=tmp_path / "gpu.json", progress=False)
+    assert set(doc["results"]) == {"fcpts", "masked_kd", "dense_train"}
+    assert doc["results"]["fcpts"]["exact"] and doc["results"]["fcpts"]["per_step_s"] > 0
+    assert doc["machine"]["torch"] == torch.__version__ and set(doc["ratios"]) == {"fcpts/masked_kd", "fcpts/dense_train"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_script_refuses_without_cuda():
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        gpu.check_device("cuda")
+
+
+def test_quality_runs_in_parts_and_reuses_reference(results, tmp_path):
+    base = Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64)
+    model, bundle = make_model("cnn").eval(), toy_bundle()
+    pot = PotConfig(iterations_per_layer=1, samples=8, progress=False)
+    # a "reference sweep" with the base config: its rows must be copied, not recomputed
+    ref = tmp_path / "reference.csv"
+    from fcpts.runner import run_comparison
+
+    run_comparison(base, methods=("uniform",), targets=(0.5,), seeds=(0,), out_csv=ref, tiers=("b",),
+                   schedules=(), model=model, data=bundle, pot_config=pot, progress=False)
+    tables = quality.run_quality(methods=["fcpts-released-histogram", "fcpts-ste-kde", "uniform", "dense"],
+                                 targets=(0.5,), seeds=(0,), tiers=("b",), out_dir=results, reference=ref,
+                                 base=base, model=model, data=bundle, pot_config=pot, progress=False)
+    assert set(tables) == {"released-histogram", "ste-kde"}
+    main = tables["released-histogram"]
+    assert set(zip(main.method, main.tier)) == {("dense", "-"), ("uniform", "b"), ("fcpts", "c")}
+    reference = pd.read_csv(ref)
+    copied = main[main.method == "uniform"].iloc[0]
+    assert copied.finished_at == reference[reference.method == "uniform"].iloc[0].finished_at  # reused, not rerun
+    assert list(tables["ste-kde"].method) == ["fcpts"]
+    assert (quality.csv_path("ste-kde", results)).exists()
+    left = quality.remaining(quality.expand_methods(["fcpts", "uniform"]), (0.5, 0.9), (0,), ("b",), results)
+    assert {(r["variant"], r["method"], r["target"]) for r in left} >= {("released-kde", "fcpts", 0.5),
+                                                                        ("released-histogram", "uniform", 0.9)}
+    assert ("ste-kde", "fcpts", 0.5) not in {(r["variant"], r["method"], r["target"]) for r in left}
+    est = quality.estimate(left, results, ref)
+    assert est["rows"] == len(left) and est["seconds"] > 0
+
+
+def test_summary_from_result_files(results):
+    # runs last (module order): every result file above is in `results`
+    text = summarize.build_summary(results)
+    for heading in ("## Quality", "## Exact control", "## Speed", "## Memory"):
+        assert heading in text
+    assert "exact zero count" in text and "FCPTS step / plain masked-KD step" in text
+    assert "cnn" in text and "dense" in text
+    assert not math.isnan(float(len(text)))

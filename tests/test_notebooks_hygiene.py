@@ -1,0 +1,143 @@
+"""The tutorial notebooks are stored clean and parameterised the same way.
+
+* no outputs, execution counts or papermill metadata in a stored notebook (execute into build/, never in place);
+* exactly one cell tagged `parameters`, the first code cell, made only of `name: type = value  # help` lines
+  with a literal value of that type and no other `=` (papermill skips such lines and then warns about an
+  unknown parameter), so `papermill --help-notebook` lists every parameter with its type and help;
+* the shared block (fcpts.notebook.SHARED_PARAMETERS) is declared identically by every notebook, and every
+  params/*.yaml sets only parameters that every notebook declares, with values of the declared type;
+* params/full.yaml is the paper's recipe; every notebook has a summary cell that nbval checks.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from fcpts.notebook import SHARED_PARAMETERS
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+PARAM_FILES = sorted((REPO / "params").glob("*.yaml"))
+EXPECTED = ["01_theory_bridge_function", "02_resnet50_allocation", "03_compare_uniform_onecycle", "04_paper_figures"]
+LINE = re.compile(r"^(?P<name>[A-Za-z_]\w*): (?P<type>str|int|float|bool|list|dict) = (?P<value>[^#]+?)  # (?P<help>\S.*)$")
+TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
+
+
+def load(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def parameter_cells(nb) -> list:
+    return [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+
+
+def declared(path: Path) -> dict[str, tuple[str, object]]:
+    """{name: (type name, default value)} of a notebook's parameters cell."""
+    (cell,) = parameter_cells(load(path))
+    out = {}
+    for line in cell.source.splitlines():
+        match = LINE.match(line)
+        assert match, f"{path.name}: parameters line {line!r} is not `name: type = value  # help`"
+        out[match["name"]] = (match["type"], ast.literal_eval(match["value"]))
+    return out
+
+
+def is_type(value: object, type_name: str) -> bool:
+    if type_name == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if type_name == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, TYPES[type_name])
+
+
+def test_the_four_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_without_outputs_or_papermill_metadata(path):
+    nb = load(path)
+    nbformat.validate(nb)
+    assert "papermill" not in nb.metadata, f"{path.name}: papermill metadata; store the source, not an executed copy"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    for i, cell in enumerate(nb.cells):
+        where = f"{path.name} cell {i}"
+        assert "papermill" not in cell.get("metadata", {}), f"{where}: papermill metadata"
+        assert "execution" not in cell.get("metadata", {}), f"{where}: execution timing metadata"
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{where}: stored with outputs (clear them before committing)"
+            assert cell.execution_count is None, f"{where}: stored with an execution count"
+        tags = cell.get("metadata", {}).get("tags", [])
+        assert "injected-parameters" not in tags, f"{where}: a papermill injected-parameters cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_parameters_cell_first_and_well_formed(path):
+    nb = load(path)
+    cells = parameter_cells(nb)
+    assert len(cells) == 1, f"{path.name}: {len(cells)} cells tagged `parameters`, need exactly one"
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert first_code is cells[0], f"{path.name}: the parameters cell must be the first code cell"
+    params = declared(path)  # asserts the line format
+    for name, (type_name, value) in params.items():
+        assert is_type(value, type_name), f"{path.name}: {name} = {value!r} is not a {type_name}"
+    for line in cells[0].source.splitlines():
+        assert line.count("=") == 1, f"{path.name}: papermill cannot parse a line with two '=': {line!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_lists_every_parameter_with_type_and_help(path):
+    papermill = pytest.importorskip("papermill")
+    inferred = papermill.inspect_notebook(str(path))
+    assert set(inferred) == set(declared(path))
+    for name, info in inferred.items():
+        assert info["inferred_type_name"] in TYPES and info["help"], f"{path.name}: {name} lacks a type or help"
+
+
+def test_shared_block_is_identical_everywhere():
+    blocks = {p.stem: {k: v for k, v in declared(p).items() if k in SHARED_PARAMETERS} for p in NOTEBOOKS}
+    for stem, block in blocks.items():
+        assert list(block) == list(SHARED_PARAMETERS), f"{stem}: shared parameters missing or out of order"
+    first = next(iter(blocks.values()))
+    assert all(block == first for block in blocks.values()), "the shared parameters differ between notebooks"
+
+
+@pytest.mark.parametrize("params_file", PARAM_FILES, ids=lambda p: p.name)
+def test_param_files_set_only_parameters_every_notebook_declares(params_file):
+    values = yaml.safe_load(params_file.read_text())
+    for path in NOTEBOOKS:
+        params = declared(path)
+        unknown = set(values) - set(params)
+        assert not unknown, f"{params_file.name}: {sorted(unknown)} unknown to {path.name} (papermill would warn)"
+        for name, value in values.items():
+            assert is_type(value, params[name][0]), f"{params_file.name}: {name} = {value!r} is not {params[name][0]}"
+
+
+def test_param_files_exist_and_quick_is_the_default():
+    assert {p.name for p in PARAM_FILES} >= {"ci.yaml", "quick.yaml", "full.yaml"}
+    quick = yaml.safe_load((REPO / "params" / "quick.yaml").read_text())
+    defaults = {k: v for k, (_, v) in declared(NOTEBOOKS[0]).items() if k in SHARED_PARAMETERS}
+    assert quick == defaults, "params/quick.yaml must equal the notebooks' defaults (quick CPU mode)"
+
+
+def test_full_is_the_papers_recipe():
+    full = yaml.safe_load((REPO / "params" / "full.yaml").read_text())
+    assert {k: full[k] for k in ("dataset", "model", "weights", "calib_size", "steps", "batch_size", "image_size")} == \
+        dict(dataset="imagenet", model="resnet50", weights="IMAGENET1K_V1", calib_size=1024, steps=1600,
+             batch_size=64, image_size=224)
+
+
+def test_ci_writes_outside_the_committed_results():
+    ci = yaml.safe_load((REPO / "params" / "ci.yaml").read_text())
+    assert ci["results_dir"].startswith("build/") and ci["figures_dir"].startswith("build/")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_has_a_summary_cell_for_nbval(path):
+    tagged = [c for c in load(path).cells if "nbval-check-output" in c.get("metadata", {}).get("tags", [])]
+    assert tagged, f"{path.name}: no cell tagged nbval-check-output"

@@ -1,0 +1,126 @@
+"""The comparison runner on a tiny model and data: the tidy table, and resumability."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+import fcpts.runner as runner
+from conftest import make_model
+from fcpts import Config
+from fcpts.data import DataBundle
+from fcpts.pot import PotConfig
+from fcpts.prune_train import PruneTrainConfig
+
+
+def toy_bundle():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 3, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g)
+    return DataBundle(calib=TensorDataset(x[:24]), test=TensorDataset(x[24:], y[24:]), num_classes=10, name="toy")
+
+
+def toy_train():
+    g = torch.Generator().manual_seed(1)
+    return TensorDataset(torch.randn(32, 3, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g))
+
+
+def run(tmp_path, **kw):
+    args = dict(
+        config=Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64),
+        methods=("uniform", "global", "erk", "lamp", "pot"), targets=(0.5, 0.9), seeds=(0,),
+        out_csv=tmp_path / "table.csv", model=make_model("cnn"), data=toy_bundle(), train_data=toy_train(),
+        finetune=PruneTrainConfig(steps=3, batch_size=8, progress=False),
+        pot_config=PotConfig(iterations_per_layer=2, samples=16, progress=False), progress=False)
+    args.update(kw)
+    return runner.run_comparison(**args)
+
+
+class Counter:
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *a, **k):
+        self.calls += 1
+        return self.fn(*a, **k)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    counters = {name: Counter(getattr(runner, name)) for name in ("prune_baseline", "sparsify", "prune_train")}
+    for name, counter in counters.items():
+        monkeypatch.setattr(runner, name, counter)
+    return counters
+
+
+def test_tidy_table_and_resume(tmp_path, counted):
+    table = run(tmp_path, targets=(0.5,))
+    # dense + 1 target x (5 allocations x 3 tiers + fcpts + 4 schedules)
+    assert len(table) == 1 + 15 + 1 + 4
+    assert tuple(table.columns) == runner.COLUMNS
+    assert {"method", "tier", "schedule", "target", "achieved_sparsity", "top1", "top5", "wall_time", "seed",
+            "steps"} <= set(table.columns)
+    # POT's tier b reuses its tier a model (only BN is re-estimated): 5 x 3 - 1 calls
+    assert counted["prune_baseline"].calls == 14 and counted["sparsify"].calls == 1
+    assert counted["prune_train"].calls == 4
+
+    on_disk = runner.read_table(tmp_path / "table.csv")
+    assert len(on_disk) == len(table)
+    assert json.loads((tmp_path / "table.json").read_text())[0]["method"] == "dense"
+    rows = on_disk.set_index(["method", "tier", "schedule", "target"])
+    assert rows.loc[("dense", "-", "-", 0.0), "achieved_sparsity"] == 0.0
+    pruned = on_disk[on_disk.method != "dense"]
+    assert (pruned.achieved_sparsity - pruned.target).abs().max() < 1e-3  # exact up to one weight in ~10k
+    assert set(pruned.schedule) == {"-", "one_shot", "iterative", "agp", "one_cycle"}
+    assert set(on_disk.tier) == {"-", "a", "b", "c", "finetune"}
+    assert on_disk.loc[on_disk.method == "fcpts", "steps"].eq(2).all()
+    assert on_disk.loc[(on_disk.method == "erk") & (on_disk.tier != "c"), "steps"].eq(0).all()
+    assert on_disk.loc[on_disk.tier == "finetune", "steps"].eq(3).all()
+    assert on_disk.top1.between(0, 1).all() and (on_disk.wall_time >= 0).all()
+    assert on_disk.config_hash.nunique() == 3  # base, POT a/b, schedules
+
+    # the same call again: nothing is recomputed, the table is unchanged
+    again = run(tmp_path, targets=(0.5,))
+    assert counted["prune_baseline"].calls == 14 and counted["sparsify"].calls == 1
+    assert counted["prune_train"].calls == 4
+    pd.testing.assert_frame_equal(runner.read_table(tmp_path / "table.csv"), on_disk)
+    assert len(again) == len(table)
+
+
+def test_resume_after_interruption_and_changed_settings(tmp_path, counted):
+    run(tmp_path, methods=("erk",), tiers=("a", "b"), schedules=("agp",), targets=(0.5,))
+    table = runner.read_table(tmp_path / "table.csv")
+    assert len(table) == 1 + 2 + 1 + 1
+    # drop one row, as if the sweep had stopped before it: only that row is recomputed
+    table[table.tier != "b"].to_csv(tmp_path / "table.csv", index=False)
+    calls = counted["prune_baseline"].calls
+    run(tmp_path, methods=("erk",), tiers=("a", "b"), schedules=("agp",), targets=(0.5,))
+    assert counted["prune_baseline"].calls == calls + 1
+    # a changed schedule budget changes only the schedule rows' hash
+    train_calls, base_calls = counted["prune_train"].calls, counted["prune_baseline"].calls
+    run(tmp_path, methods=("erk",), tiers=("a", "b"), schedules=("agp",), targets=(0.5,),
+        finetune=PruneTrainConfig(steps=4, batch_size=8, progress=False))
+    assert counted["prune_train"].calls == train_calls + 1 and counted["prune_baseline"].calls == base_calls
+    assert len(runner.read_table(tmp_path / "table.csv")) == 6
+
+
+def test_cli_parses_and_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError):
+        run(tmp_path, schedules=("linear",))
+    with pytest.raises(ValueError):
+        run(tmp_path, targets=(1.2,))
+    with pytest.raises(SystemExit):
+        runner.main(["--help"])
+
+
+def test_pot_tier_b_from_the_memo_equals_a_fresh_run(tmp_path):
+    from fcpts.baselines import prune_baseline
+
+    table = run(tmp_path, methods=("pot",), tiers=("a", "b"), schedules=(), fcpts=False, dense=False, targets=(0.8,))
+    cfg = Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64)
+    fresh, info = prune_baseline(make_model("cnn"), toy_bundle().calib, 0.8, "pot", "b", cfg,
+                                 PotConfig(iterations_per_layer=2, samples=16, progress=False))
+    from fcpts.evaluate import evaluate
+
+    top1 = evaluate(fresh, toy_bundle().test, progress=False)["top1"]
+    assert table.loc[table.tier == "b", "top1"].item() == top1
