@@ -321,31 +321,50 @@ def teacher_cache_times(model: nn.Module, calib, config: Config | None = None, t
 # cross-check against the real loop
 # --------------------------------------------------------------------------------------------------------
 def sparsify_per_step(model: nn.Module, calib, config: Config | None = None, target: float = 0.8,
-                      short: int = 3, long: int = 13, mirror_repeats: int = 5) -> dict:
-    """Per-step seconds of ``fcpts.sparsify`` itself, (wall(long) - wall(short)) / (long - short), next to the
-    mirrored step this file times (measured just before and after, so both see the same machine load)."""
+                      steps: int = 12, mirror_repeats: int = 5) -> dict:
+    """Per-step seconds of the real ``fcpts.sparsify`` loop next to the mirrored step this file times.
+
+    Inside ``sparsify`` every step calls ``kd_loss`` once; a recording wrapper (installed for this call only)
+    timestamps those calls, so the median gap between consecutive ones is the loop's per-step time, free of
+    setup and projection. The mirrored step is timed just before and just after, under the same load.
+    """
+    import importlib
+
+    loop = importlib.import_module("fcpts.sparsify")  # the module (the package re-exports the function)
+
     config = config or Config.quick_cpu(progress=False)
     x, _ = next(iter(CalibrationStream(calib, config.batch_size, 0, 0)))
     mirror = FcptsStep(model, _teacher(model, config), x, config, target)
     mirror()
 
-    def mirror_median() -> float:
+    def mirror_times() -> list[float]:
         samples = []
         for _ in range(mirror_repeats):
             tic = time.perf_counter()
             mirror()
             samples.append(time.perf_counter() - tic)
-        return sorted(samples)[len(samples) // 2]
+        return samples
 
-    before = mirror_median()
-    walls = {}
-    for steps in (short, long):
-        walls[steps] = sparsify(model, calib, target, config.replace(steps=steps, progress=False)).wall_time
-    after = mirror_median()
-    per_step = (walls[long] - walls[short]) / (long - short)
-    mirrored = 0.5 * (before + after)
-    return dict(short_steps=short, long_steps=long, wall_short_s=walls[short], wall_long_s=walls[long],
-                per_step_s=per_step, mirrored_step_s=mirrored, real_over_mirrored=per_step / mirrored)
+    before = mirror_times()
+    stamps: list[float] = []
+    original = loop.kd_loss
+
+    def recording_kd_loss(*args, **kwargs):
+        stamps.append(time.perf_counter())
+        return original(*args, **kwargs)
+
+    loop.kd_loss = recording_kd_loss
+    try:
+        wall = sparsify(model, calib, target, config.replace(steps=steps, progress=False)).wall_time
+    finally:
+        loop.kd_loss = original
+    after = mirror_times()
+    gaps = sorted(b - a for a, b in zip(stamps, stamps[1:]))
+    per_step = gaps[len(gaps) // 2] if gaps else float("nan")
+    mirrored = sorted(before + after)[len(before + after) // 2]
+    return dict(steps=steps, sparsify_wall_s=wall, per_step_s=per_step, per_step_min_s=gaps[0] if gaps else None,
+                mirrored_step_s=mirrored, mirrored_before_s=sorted(before)[len(before) // 2],
+                mirrored_after_s=sorted(after)[len(after) // 2], real_over_mirrored=per_step / mirrored)
 
 
 # --------------------------------------------------------------------------------------------------------

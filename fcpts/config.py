@@ -64,7 +64,7 @@ class Config:
     project: bool = True  # final projection to exactly round(S* N) zeros
     # --- run ---
     target: float = 0.8  # global sparsity S* over all Conv2d/Linear weights
-    seed: int = 0  # one seed: data split, calibration sample, subsample, initialisation
+    seed: int = 0  # one seed: calibration sample, augmentations, KDE subsample, initialisation (ImageNet/CIFAR: also the calib split)
     device: str = "auto"  # "auto": cuda when available, else cpu
     layer_log_every: int = 50  # record per-layer sparsities every k steps
     progress: bool = True

@@ -29,7 +29,7 @@ steps: int = 150  # FCPTS optimisation steps (the paper: 1600)
 batch_size: int = 64  # calibration batch size; the lr is 0.04 * batch_size / 256 (the paper: 64)
 target: float = 0.8  # target global sparsity S* over all Conv2d/Linear weights
 seed: int = 0  # seed of the calibration sample, augmentations and initialisation
-max_new_runs: int = -1  # notebook 03: most missing comparison rows computed now (-1 all, 0 none)
+max_new_runs: int = 0  # notebook 03: most missing comparison rows to compute now (0 none, -1 all)
 results_dir: str = "data"  # result files are written and read here (relative to the repository root)
 figures_dir: str = "figures"  # figures are saved here, PNG and PDF (relative to the repository root)'''
 
@@ -551,9 +551,14 @@ NB03 = [
        the dense model for the same number of steps. Compared on accuracy and on compute time.
 
     The numbers come from the comparison runner (`fcpts/runner.py`), which writes one tidy row per run to
-    `data/comparison_<dataset>.csv`. This notebook **reads** that table and computes only the rows that are
-    missing for the current settings (the runner is resumable); `max_new_runs` caps how many it computes
-    now (CI computes two). The full sweep: `python -m fcpts.runner --out data/comparison_digits.csv`.
+    `data/comparison_<dataset>.csv`; the table for the embedded digits model is committed. This notebook
+    **reads** that table and, if asked, computes the rows that are missing for the current settings (the
+    runner is resumable): `max_new_runs` says how many it may compute now — `0` (the default: draw the
+    committed table), a small number (CI computes two), or `-1` for all of them. A row belongs to one
+    dense model and one configuration (its `config_hash`), so on another machine, where the embedded dense
+    model is retrained with slightly different bits, or with other settings, *every* row counts as missing:
+    `-1` then recomputes the whole sweep (an hour or more on a CPU). The same sweep from the shell:
+    `python -m fcpts.runner --out data/comparison_digits.csv`.
 
     ''', RUN_HINT.format(name="03_compare_uniform_onecycle")),
     params('''
@@ -600,9 +605,10 @@ NB03 = [
                                                                values="top1", aggfunc="last")
     (100 * pivot).round(1)'''),
     md('''
-    Read the panels from left to right. Masks alone (a) collapse quickly for uniform; re-estimating
-    BatchNorm (b) repairs a lot for the better allocations; giving every allocation the same reconstruction
-    (c) closes much of the rest — the remaining gap to FCPTS is what the learned allocation adds.
+    Read the panels from left to right: how far does each allocation get with masks alone (a), how much
+    does re-estimating BatchNorm repair (b), and how much of the remaining gap to FCPTS closes when every
+    allocation gets FCPTS's reconstruction budget (c)? Whatever gap is left in tier c is what *learning*
+    the allocation adds; a panel without tier-c rows means the table does not hold them yet.
 
     ## 3 · FCPTS against training-aware pruning
     '''),

@@ -1,8 +1,35 @@
-"""Shared fixtures: small real models that run in well under a second on a CPU."""
+"""Shared fixtures: small real models that run in well under a second on a CPU, and a fabricated
+ImageNet-style folder (the full-mode code path is tested on it, never mocked)."""
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
+
+CLASSES = ("n01440764", "n01443537", "n01484850")
+
+
+def fabricate_image(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> None:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture()
+def imagefolder(tmp_path: Path) -> Path:
+    """tmp/train/<wnid>/*.{png,JPEG} (4 per class) and tmp/val/<wnid>/*.JPEG (2 per class)."""
+    seed = 0
+    for c in CLASSES:
+        for i in range(4):
+            ext = "png" if i % 2 else "JPEG"
+            fabricate_image(tmp_path / "train" / c / f"{c}_{i}.{ext}", seed := seed + 1)
+        for i in range(2):
+            fabricate_image(tmp_path / "val" / c / f"ILSVRC2012_val_{c}_{i}.JPEG", seed := seed + 1)
+    return tmp_path
 
 
 class SmallCNN(nn.Module):

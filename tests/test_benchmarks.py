@@ -21,6 +21,16 @@ def toy_bundle():
     return DataBundle(calib=TensorDataset(x[:24]), test=TensorDataset(x[24:], y[24:]), num_classes=10, name="toy")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and a busy 2-core machine with 2 OpenMP threads per process
+    slows them down tenfold (spinning workers): run this module single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     return tmp_path_factory.mktemp("bench_results")
@@ -59,7 +69,7 @@ def test_speed_parts(results):
     assert 0 < r["components"]["bridge_objective_share"] and r["components"]["profile_top_ops"]
     assert [b["numel"] for b in r["bridge"]] == [1000, 5000] and all(b["kde_s"] > 0 for b in r["bridge"])
     assert r["cache"]["calib_size"] == 16 and r["cache"]["cached_over_recomputed"] > 0
-    assert r["crosscheck"]["long_steps"] > r["crosscheck"]["short_steps"]
+    assert r["crosscheck"]["per_step_s"] > 0 and r["crosscheck"]["real_over_mirrored"] > 0
 
 
 def test_masked_kd_keeps_the_masks_exact():

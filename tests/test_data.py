@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from fcpts import data as D
 from fcpts.config import Config
+from conftest import CLASSES, fabricate_image
 
 
 @pytest.fixture(scope="module")
@@ -109,28 +109,7 @@ def test_calibration_augmentation_is_reproducible(digits) -> None:
     assert set(first_a[0, 0].flatten().tolist()) <= set(plain[0, 0].flatten().tolist())
 
 
-# ----- ImageNet-style folders, fabricated ----------------------------------------------------------------
-CLASSES = ("n01440764", "n01443537", "n01484850")
-
-
-def _image(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> None:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
-
-@pytest.fixture()
-def imagefolder(tmp_path: Path) -> Path:
-    """tmp/train/<wnid>/*.{png,JPEG} (4 per class) and tmp/val/<wnid>/*.JPEG (2 per class)."""
-    seed = 0
-    for c in CLASSES:
-        for i in range(4):
-            ext = "png" if i % 2 else "JPEG"
-            _image(tmp_path / "train" / c / f"{c}_{i}.{ext}", seed := seed + 1)
-        for i in range(2):
-            _image(tmp_path / "val" / c / f"ILSVRC2012_val_{c}_{i}.JPEG", seed := seed + 1)
-    return tmp_path
+# ----- ImageNet-style folders, fabricated (fixture `imagefolder` and `fabricate_image` in conftest) ------
 
 
 def test_imagenet_full_path_on_fabricated_folder(imagefolder: Path, tmp_path: Path) -> None:
@@ -211,7 +190,7 @@ def test_imagenet_flat_val_folder(imagefolder: Path) -> None:
 
     shutil.rmtree(imagefolder / "val")
     for i in range(3):
-        _image(imagefolder / "val" / f"ILSVRC2012_val_0000000{i}.JPEG", 100 + i)
+        fabricate_image(imagefolder / "val" / f"ILSVRC2012_val_0000000{i}.JPEG", 100 + i)
     with pytest.raises(ValueError, match="valprep") as info:
         D.imagenet_datasets(root=imagefolder, weights=None, model="resnet18", image_size=32, calib_size=6)
     assert "val/n01440764/" in str(info.value)
@@ -226,7 +205,7 @@ def test_imagenet_empty_class_folder(imagefolder: Path) -> None:
 
 
 def test_imagenet_mismatched_classes(imagefolder: Path) -> None:
-    _image(imagefolder / "val" / "n09999999" / "x.JPEG", 7)
+    fabricate_image(imagefolder / "val" / "n09999999" / "x.JPEG", 7)
     with pytest.raises(ValueError, match="different class folders"):
         D.check_imagefolder_layout(imagefolder)
 

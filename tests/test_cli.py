@@ -1,0 +1,72 @@
+"""The `fcpts` command: full mode end to end on a fabricated ImageFolder, clear errors, a reproducible demo."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import fabricate_image
+from fcpts.cli import main
+
+TINY = ["--model", "resnet18", "--weights", "none", "--image-size", "32", "--calib", "6", "--steps", "2",
+        "--batch-size", "4", "--quiet", "--set", "eval_batch_size=8", "--set", "num_workers=0"]
+
+
+def test_full_mode_runs_end_to_end_on_a_fabricated_imagefolder(imagefolder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--dataset", "imagenet", "--data", str(imagefolder), "--target", "0.8", "--out", str(out), *TINY]) == 0
+    for name in ("sparse_state_dict.pt", "allocation.json", "history.csv", "layers.csv", "metrics.json",
+                 "config.yaml", "calibration.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    state = torch.load(out / "sparse_state_dict.pt", weights_only=True)
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() in (2, 4)]
+    zeros, total = sum(int((w == 0).sum()) for w in weights), sum(w.numel() for w in weights)
+    assert zeros == round(0.8 * total) == metrics["zeros"]
+    assert 0.0 <= metrics["top1"] <= 1.0 and metrics["calib_size"] == 6
+    assert len(json.loads((out / "calibration.json").read_text())["indices"]) == 6
+    # a second run into the same folder must not overwrite the first one's results
+    with pytest.raises(SystemExit, match="already holds results"):
+        main(["run", "--dataset", "imagenet", "--data", str(imagefolder), "--target", "0.8", "--out", str(out), *TINY])
+
+
+def test_wrong_imagenet_path_gets_a_clear_error(tmp_path, capsys):
+    code = main(["run", "--dataset", "imagenet", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), *TINY])
+    assert code == 2 and "nowhere" in capsys.readouterr().err
+
+
+def test_flat_val_folder_gets_a_clear_error(imagefolder, tmp_path, capsys):
+    shutil.rmtree(imagefolder / "val")
+    for i in range(3):
+        fabricate_image(imagefolder / "val" / f"ILSVRC2012_val_0000000{i}.JPEG", 50 + i)
+    code = main(["run", "--dataset", "imagenet", "--data", str(imagefolder), "--out", str(tmp_path / "o"), *TINY])
+    assert code == 2 and "valprep" in capsys.readouterr().err
+
+
+def test_empty_class_folder_gets_a_clear_error(imagefolder, tmp_path, capsys):
+    (imagefolder / "train" / "n09999999").mkdir()
+    (imagefolder / "val" / "n09999999").mkdir()
+    code = main(["run", "--dataset", "imagenet", "--data", str(imagefolder), "--out", str(tmp_path / "o"), *TINY])
+    assert code == 2 and "no image files" in capsys.readouterr().err
+
+
+def test_target_outside_unit_interval_from_the_command_line(imagefolder, tmp_path, capsys):
+    code = main(["run", "--dataset", "imagenet", "--data", str(imagefolder), "--target", "1.2",
+                 "--out", str(tmp_path / "o"), *TINY])
+    assert code == 2 and "between 0 and 1" in capsys.readouterr().err
+
+
+def test_demo_prints_the_same_numbers_twice(tmp_path, capsys):
+    # The embedded ResNet-50 (trained and cached on first use), a 2-step FCPTS and both baselines at 80 %.
+    args = ["demo", "--targets", "0.8", "--set", "steps=2", "--set", "calib_size=64", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    first = capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    second = capsys.readouterr().out
+    table = lambda text: [line.rsplit(maxsplit=1)[0] for line in text.splitlines() if "%" in line]  # drop times
+    assert table(first) == table(second) and len(table(first)) == 4
+    rows = json.loads((tmp_path / "a" / "demo.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"dense", "FCPTS", "uniform+BN", "global+BN"}
+    assert all(r["achieved_sparsity"] == pytest.approx(0.8, abs=1e-7) for r in rows if r["method"] != "dense")
+    assert (tmp_path / "a" / "demo_allocation_80.png").is_file()
