@@ -41,7 +41,7 @@ from torch import nn  # noqa: E402
 from torch.nn.utils import prune as torch_prune  # noqa: E402
 
 from benchmarks._common import RESULTS, dense_resnet50, envelope, median_times, set_threads, write_json  # noqa: E402
-from fcpts import Bridge, Config, ThresholdSparsifier, controllable_loss, erk_allocation, kd_loss, magnitude_masks  # noqa: E402
+from fcpts import Bridge, Config, ThresholdSparsifier, controllable_loss, erk_allocation, kd_loss  # noqa: E402
 from fcpts.calibration import CalibrationStream  # noqa: E402
 from fcpts.sparsify import _optimizer, _TeacherCache, sparsify  # noqa: E402
 

@@ -276,7 +276,7 @@ def _draw_objective(results_dir, tag, dataset, target):
 
     model = table["model"].iloc[0]
     return plot_convergence(table, float(table["target"].iloc[0]),
-                            title=f"L_c alone moves the thresholds ({model})")
+                            title=f"L_c alone moves the thresholds ({model}, no reconstruction)")
 
 
 def _fcpts_runs(results_dir, tag):

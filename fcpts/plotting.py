@@ -105,7 +105,7 @@ METHOD_LABELS = {
     "dense": "dense", "fcpts": "FCPTS", "fcpts-released": "FCPTS (released)", "fcpts-ste": "FCPTS (STE)",
     "uniform": "uniform", "global": "global magnitude", "erk": "ERK", "lamp": "LAMP", "pot": "POT-style",
     "one_shot": "one-shot", "iterative": "iterative", "agp": "AGP", "one_cycle": "one-cycle", "paper": "paper",
-    "unipts": "UniPTS",
+    "unipts": "UniPTS", "abs": "abs: |S − S*|", "pow2": "pow2: (S − S*)²",
 }
 CLAIM_PHRASES = {"top1_gain_vs_previous_pts_sota": "above the previous post-training-sparsity state of the art",
                  "top1_drop_vs_dense": "below the dense model"}
@@ -186,9 +186,9 @@ def plot_convergence(histories, target: float, title: str = "Global sparsity ove
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     for run, rows in runs.items():
         c = color(run.split(" ")[0].lower())
-        left.plot(rows["step"], rows["sparsity"], label=run, color=c, linewidth=1.4)
+        left.plot(rows["step"], rows["sparsity"], label=label(run), color=c, linewidth=1.4)
         gap = (rows["sparsity"] - target).abs().clip(lower=1e-7)
-        right.plot(rows["step"], gap, label=run, color=c, linewidth=1.2)
+        right.plot(rows["step"], gap, label=label(run), color=c, linewidth=1.2)
     left.axhline(target, color="#333333", linestyle="--", linewidth=1, label=f"target S* = {target:.0%}")
     left.set_xlabel("step")
     left.set_ylabel("global sparsity S")

@@ -112,6 +112,9 @@ def _write_atomic(text: str, path: Path) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the table ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -344,7 +344,7 @@ NB01 = [
     after = {n: 1.0 - float(m.mean()) for n, m in masks.items()}
     achieved_zeros = sum(int((m == 0).sum()) for m in masks.values())
     projection = pd.DataFrame({"before": before, "after": after})
-    print(f"before the projection: S = {float(sparsifier.global_sparsity()):.6f}")
+    print(f"before the projection: S = {sparsifier.global_sparsity().item():.6f}")
     print(f"after:  {achieved_zeros:,} zeros of {sparsifier.n_total:,} = {achieved_zeros / sparsifier.n_total:.6f} "
           f"(asked: round(S* N) = {zeros:,}); shared scale tau = {tau:.4f}")
     print(f"per-layer sparsity before: {projection['before'].min():.3f} to {projection['before'].max():.3f}; "
