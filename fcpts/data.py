@@ -143,7 +143,10 @@ class CalibrationSubset(Dataset):
         return len(self.indices)
 
     def set_epoch(self, epoch: int) -> None:
+        """Start pass ``epoch``: its augmentations depend on (seed, epoch, index) only, never on what was
+        read before, so a run's numbers do not depend on the runs that came before it in the process."""
         self.epoch = int(epoch)
+        self._draws = [0] * len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
         x, y = self.base[self.indices[i]]

@@ -130,3 +130,15 @@ def test_target_unreachable_because_excluded_layers_are_too_big(images):
 def test_non_finite_loss_stops_with_a_message(images):
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         sparsify(make_model("cnn"), images * float("nan"), 0.5, fast())
+
+
+def test_result_does_not_depend_on_earlier_runs_in_the_process():
+    # augmented calibration data keeps per-item draw counters; each run must start from the same state
+    from fcpts.data import calibration_subset
+    base = torch.utils.data.TensorDataset(torch.randn(40, 3, 8, 8), torch.zeros(40, dtype=torch.long))
+    from fcpts.data import RandomShift
+    calib = calibration_subset(base, 24, seed=0, augment=True, transform=RandomShift(2))
+    first = sparsify(make_model("cnn"), calib, 0.6, fast())
+    sparsify(make_model("cnn"), calib, 0.6, fast().replace(steps=5))  # reads the data more times in between
+    again = sparsify(make_model("cnn"), calib, 0.6, fast())
+    assert first.history == again.history
