@@ -22,7 +22,7 @@ from .baselines import prune_baseline
 from .config import Config
 from .data import REPO_ROOT, load_data
 from .evaluate import evaluate
-from .models import DenseRecipe, build_model, load_embedded_model
+from .models import load_embedded_model, load_model_for
 from .sparsify import SparsifyResult, sparsify
 
 DEMO_TARGETS = (0.8, 0.9)
@@ -56,15 +56,6 @@ def _apply_sets(config: Config, sets: list[str]) -> Config:
         raise SystemExit(f"error: {exc}") from None
 
 
-def _load_model(config: Config, num_classes: int, progress: bool) -> tuple[torch.nn.Module, dict]:
-    """The embedded dense model for digits; otherwise a torchvision model with the named weights."""
-    if config.dataset == "digits":
-        recipe = DenseRecipe(model=config.model, image_size=config.image_size)
-        return load_embedded_model(recipe, progress=progress)
-    model = build_model(config.model, weights=config.weights or None, num_classes=num_classes)
-    return model.eval(), {"weights": config.weights or None}
-
-
 def save_result(result: SparsifyResult, out: Path, metrics: dict, manifest: dict | None) -> None:
     """The squashed sparse state_dict, the allocation, the history and the metrics, side by side."""
     torch.save(result.model.state_dict(), out / "sparse_state_dict.pt")
@@ -84,7 +75,7 @@ def run(config: Config, out: Path, progress: bool = True) -> dict:
     """Full mode: load data and model, sparsify, evaluate, save. Returns the metrics."""
     start = time.perf_counter()
     data = load_data(config)
-    model, model_info = _load_model(config, data.num_classes, progress)
+    model, model_info = load_model_for(config, data.num_classes, progress)
     dense = evaluate(model, data.test, config.eval_batch_size, config.device, progress, config.num_workers)
     result = sparsify(model, data.calib, config.target, config)
     sparse = evaluate(result.model, data.test, config.eval_batch_size, config.device, progress, config.num_workers)
@@ -104,7 +95,7 @@ def demo(config: Config, out: Path, targets=DEMO_TARGETS, progress: bool = True)
     from .plotting import plot_allocation, save_figure
 
     data = load_data(config)
-    model, info = _load_model(config, data.num_classes, progress)
+    model, info = load_model_for(config, data.num_classes, progress)
     dense = evaluate(model, data.test, config.eval_batch_size, config.device, progress=False)
     rows = [dict(method="dense", target=0.0, achieved_sparsity=0.0, top1=dense["top1"], seconds=0.0)]
     allocations = {}

@@ -292,3 +292,15 @@ def load_embedded_model(recipe: DenseRecipe = DenseRecipe(), retrain: bool = Fal
     info = {"path": str(path), "recipe": recipe.to_dict(), "key": recipe.key(), "test_top1": metrics["test_top1"],
             "sha256": sha, "trained": True, "metrics": metrics}
     return model.eval(), info
+
+
+def load_model_for(config: Any, num_classes: int, progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """The dense model a run of ``config`` sparsifies: the kit's embedded model for digits without weights
+    (trained and cached on first use), else a torchvision model with ``config.weights``."""
+    if config.dataset == "digits" and not config.weights:
+        model, info = load_embedded_model(DenseRecipe(model=config.model, image_size=config.image_size),
+                                          progress=progress)
+        return model, dict(info, source=f"embedded {config.model} trained on digits ({info['path']})")
+    model = build_model(config.model, weights=config.weights or None, num_classes=num_classes)
+    return model.eval(), {"source": f"torchvision {config.model} {config.weights or '(random init)'}",
+                          "weights": config.weights or None}

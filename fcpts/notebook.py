@@ -54,16 +54,10 @@ def run_tag(config: Config) -> str:
 
 
 def load_model(config: Config, num_classes: int, progress: bool = False) -> tuple[torch.nn.Module, dict]:
-    """The dense model to sparsify: the kit's embedded ResNet-50 for digits (trained and cached under
-    data/checkpoints on first use, about 2.5 minutes on 2 CPU cores), else torchvision weights."""
-    from .models import DenseRecipe, build_model, load_embedded_model
+    """The dense model to sparsify (see ``fcpts.models.load_model_for``)."""
+    from .models import load_model_for
 
-    if config.dataset == "digits" and not config.weights:
-        model, info = load_embedded_model(DenseRecipe(model=config.model, image_size=config.image_size),
-                                          progress=progress)
-        return model, dict(info, source=f"embedded {config.model} trained on digits ({info['path']})")
-    model = build_model(config.model, weights=config.weights or None, num_classes=num_classes)
-    return model.eval(), {"source": f"torchvision {config.model} {config.weights or '(random init)'}"}
+    return load_model_for(config, num_classes, progress)
 
 
 def fresh_calibration(data: DataBundle) -> Any:
