@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ from fcpts.sparsify import _optimizer, _TeacherCache, sparsify  # noqa: E402
 OUT = RESULTS / "speed.json"
 PARTS = ("steps", "components", "bridge", "cache", "crosscheck")
 BRIDGE_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+SAMPLED_HISTOGRAM = 65_536  # Config.histogram_max_samples of the kit's faster histogram variant
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -64,10 +66,11 @@ class FcptsStep:
         self.sparsifier = ThresholdSparsifier(
             self.student, self.allocation, config.include, config.exclude, config.parameterization, config.gradient,
             config.ste_window, config.bridge, config.histogram_bins, config.kde_max_samples, config.kde_bandwidth,
-            seed=config.seed)
+            seed=config.seed, histogram_max_samples=config.histogram_max_samples)
         self.optimizer = _optimizer(self.student, self.sparsifier.threshold_parameters(), config)
         self.student.train(config.bn_mode == "train")
         self.history: list[dict] = []
+        self.bridge_seconds: list[float] = []  # forward of global_sparsity() + L_c inside each step
 
     def teacher_logits(self, idx=None) -> torch.Tensor:
         with torch.no_grad():
@@ -79,8 +82,10 @@ class FcptsStep:
             teacher_logits = self.teacher_logits()
         student_logits = self.student(self.x)
         loss_rec = kd_loss(student_logits, teacher_logits, config.temperature)
+        tic = time.perf_counter()  # the bridge + L_c as the real loop runs them (the mask counts are fresh)
         sparsity = self.sparsifier.global_sparsity()
         loss_c = controllable_loss(sparsity, self.target, config.objective)
+        self.bridge_seconds.append(time.perf_counter() - tic)
         loss = loss_rec + config.lam * loss_c
         if not torch.isfinite(loss):
             raise FloatingPointError("non-finite loss in the speed benchmark")
@@ -203,6 +208,8 @@ def step_times(model: nn.Module, x: torch.Tensor, config: Config | None = None, 
         "dense_kd": DenseStep(model, teacher, x, y, config, kd=True),
         "dense_train": DenseStep(model, teacher, x, y, config, kd=False),
     }
+    fns["fcpts_sampled_hist"] = FcptsStep(model, teacher, x, config.replace(histogram_max_samples=SAMPLED_HISTOGRAM),
+                                          target)
     if variants:
         fns["fcpts_ste"] = FcptsStep(model, teacher, x, config.replace(gradient="ste"), target)
         fns["fcpts_kde"] = FcptsStep(model, teacher, x, config.replace(bridge="kde"), target)
@@ -222,11 +229,13 @@ def component_times(model: nn.Module, x: torch.Tensor, config: Config | None = N
     config = config or Config.quick_cpu(progress=False)
     teacher = _teacher(model, config)
     fcpts = FcptsStep(model, teacher, x, config, target)
+    sampled = FcptsStep(model, teacher, x, config.replace(histogram_max_samples=SAMPLED_HISTOGRAM), target)
     plain = MaskedKDStep(model, teacher, x, fcpts.masks(), config)
     with torch.no_grad():
         logits = teacher(x)
     fns = {
         "fcpts_step": fcpts,
+        "fcpts_step_sampled_hist": sampled,
         "masked_kd_step": plain,
         "teacher_forward": fcpts.teacher_logits,
         "student_fwd_bwd_thresholds": lambda: fcpts.forward_backward(logits),
@@ -237,10 +246,16 @@ def component_times(model: nn.Module, x: torch.Tensor, config: Config | None = N
     }
     times = median_times(fns, repeats=repeats, warmup=warmup)
     step = times["fcpts_step"]["median"]
-    shares = {name: times[name]["median"] / step for name in fns if name != "fcpts_step"}
+    shares = {name: times[name]["median"] / step for name in fns if name not in ("fcpts_step", "fcpts_step_sampled_hist")}
     extra = times["fcpts_step"]["median"] - times["masked_kd_step"]["median"]
+    # In the step, the bridge reuses the exact counts of that step's forward; standalone, it must count them.
+    in_step = statistics.median(fcpts.bridge_seconds[-repeats:]) / step
+    in_step_sampled = (statistics.median(sampled.bridge_seconds[-repeats:])
+                       / times["fcpts_step_sampled_hist"]["median"])
     return dict(seconds=times, share_of_fcpts_step=shares,
-                bridge_objective_share=shares["bridge_objective"],
+                bridge_objective_share=in_step, bridge_objective_share_sampled_hist=in_step_sampled,
+                bridge_objective_standalone_share=shares["bridge_objective"],
+                sampled_histogram_max_samples=SAMPLED_HISTOGRAM,
                 parametrization_overhead_s=times["student_fwd_bwd_thresholds"]["median"]
                 - times["student_fwd_bwd_plain"]["median"],
                 fcpts_minus_masked_kd_s=extra, repeats=repeats)
@@ -275,6 +290,7 @@ def bridge_scaling(sizes=BRIDGE_SIZES, repeats: int = 7, warmup: int = 1, max_sa
         w = torch.randn(n, generator=torch.Generator().manual_seed(n)) * 0.02
         t = torch.tensor(0.02, requires_grad=True)
         hist, kde = Bridge(n, "histogram"), Bridge(n, "kde", max_samples=max_samples)
+        sampled = Bridge(n, "histogram", histogram_max_samples=SAMPLED_HISTOGRAM)
 
         def fwd_bwd(bridge):
             def run():
@@ -285,10 +301,12 @@ def bridge_scaling(sizes=BRIDGE_SIZES, repeats: int = 7, warmup: int = 1, max_sa
         def exact():
             exact_sparsity(w, t.detach())  # the library's exact count, the floor of either estimator
 
-        times = median_times({"histogram": fwd_bwd(hist), "kde": fwd_bwd(kde), "exact_count": exact},
+        times = median_times({"histogram": fwd_bwd(hist), "kde": fwd_bwd(kde), "exact_count": exact,
+                              "histogram_sampled": fwd_bwd(sampled)},
                              repeats=repeats if n < 5_000_000 else max(3, repeats // 2), warmup=warmup)
         rows.append(dict(numel=n, histogram_s=times["histogram"]["median"], kde_s=times["kde"]["median"],
                          exact_count_s=times["exact_count"]["median"],
+                         histogram_sampled_s=times["histogram_sampled"]["median"],
                          kde_over_histogram=times["kde"]["median"] / times["histogram"]["median"]))
     return rows
 

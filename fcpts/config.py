@@ -37,6 +37,7 @@ class Config:
     # --- bridge: threshold -> sparsity, differentiable ---
     bridge: str = "histogram"  # released: 100 equal bins over [min w, max w]; "kde": Gaussian kernel
     histogram_bins: int = 100
+    histogram_max_samples: int = 0  # 0: every weight (released); n > 0: every k-th weight, <= n per layer (faster)
     kde_bandwidth: str = "silverman"
     kde_max_samples: int = 65536  # fixed seeded subsample of at most this many weights per layer
     # --- controllable objective L_c ---
@@ -96,6 +97,8 @@ class Config:
         for name in ("steps", "batch_size", "histogram_bins", "kde_max_samples", "calib_size", "layer_log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"Config.{name} must be at least 1, got {getattr(self, name)}")
+        if self.histogram_max_samples < 0:
+            raise ValueError("Config.histogram_max_samples must be >= 0 (0: every weight, as the released code)")
         if self.lam < 0 or self.temperature <= 0 or self.base_lr < 0 or self.ste_window <= 0:
             raise ValueError("Config: lam and base_lr must be >= 0, temperature and ste_window > 0")
 

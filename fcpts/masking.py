@@ -98,9 +98,16 @@ class ThresholdMask(nn.Module):
             self.score.fill_(ratio + math.log(-math.expm1(-ratio)))  # inverse softplus, stable
 
     # --- forward ---
+    def _keep(self, weight: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The hard mask 1{|w| > t} as booleans; remembers how many weights it prunes for the bridge."""
+        keep = weight.detach().abs() > t.detach()
+        # Valid while neither the weight nor the threshold changes in place (optimizer.step bumps both versions).
+        self._pruned = ((id(weight), weight._version, self.score._version), keep.numel() - keep.count_nonzero())
+        return keep
+
     def mask(self, weight: torch.Tensor) -> torch.Tensor:
         t = self.threshold()
-        hard = (weight.detach().abs() > t.detach()).to(weight.dtype)
+        hard = self._keep(weight, t).to(weight.dtype)
         if self.gradient == "released":
             return hard
         width = self.window * self.scale
@@ -108,11 +115,18 @@ class ThresholdMask(nn.Module):
         return hard + (ramp - ramp.detach())
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        # weight * float mask: on CPU this beats torch.where / masked_fill (measured, benchmarks/speed.py).
         return weight * self.mask(weight)
 
+    def _cached_sparsity(self, weight: torch.Tensor) -> torch.Tensor | None:
+        cached = getattr(self, "_pruned", None)
+        if cached is not None and cached[0] == (id(weight), weight._version, self.score._version):
+            return cached[1] / weight.numel()
+        return None
+
     def sparsity(self, weight: torch.Tensor) -> torch.Tensor:
-        """Differentiable layer sparsity through the bridge."""
-        return self.bridge(weight, self.threshold())
+        """Differentiable layer sparsity through the bridge (the exact count reused from this step's forward)."""
+        return self.bridge(weight, self.threshold(), exact=self._cached_sparsity(weight))
 
 
 @dataclass
@@ -133,7 +147,7 @@ class ThresholdSparsifier:
     def __init__(self, model: nn.Module, allocation: dict[str, float], include=("*",), exclude=(),
                  parameterization: str = "sigmoid", gradient: str = "released", window: float = 0.5,
                  bridge: str = "histogram", bins: int = 100, kde_max_samples: int = 65536,
-                 kde_bandwidth: str = "silverman", seed: int = 0):
+                 kde_bandwidth: str = "silverman", seed: int = 0, histogram_max_samples: int = 0):
         self.model = model
         self.layers = prunable_layers(model, include, exclude)
         every = all_weight_layers(model)
@@ -145,7 +159,8 @@ class ThresholdSparsifier:
         for i, (name, module) in enumerate(self.layers.items()):
             w = module.weight.detach()
             threshold = kth_smallest_abs(w, allocation[name])
-            layer_bridge = Bridge(w.numel(), bridge, bins, kde_max_samples, kde_bandwidth, seed=seed + i)
+            layer_bridge = Bridge(w.numel(), bridge, bins, kde_max_samples, kde_bandwidth, seed=seed + i,
+                                  histogram_max_samples=histogram_max_samples)
             mask = ThresholdMask(w, threshold, parameterization, gradient, window, layer_bridge)
             parametrize.register_parametrization(module, "weight", mask, unsafe=True)
 

@@ -128,6 +128,24 @@ def write_table(table: pd.DataFrame, csv_path: Path, json_path: Path | None) -> 
         _write_atomic(table.to_json(orient="records", indent=1), json_path)
 
 
+def merge_tables(out: str | os.PathLike, sources: Iterable[str | os.PathLike], json_path: bool = True) -> pd.DataFrame:
+    """Add the rows of other runner CSVs (e.g. a sweep split over processes) to ``out``; rows whose key is already
+    there are kept as they are, never overwritten. Never run it while a runner is writing ``out``."""
+    out = Path(out)
+    table = read_table(out)
+    done = {row_key(r) for r in table.to_dict("records")} if len(table) else set()
+    for source in sources:
+        if not Path(source).exists():
+            raise FileNotFoundError(f"no runner table at {source}")
+        rows = [r for r in read_table(source).to_dict("records") if row_key(r) not in done]
+        done |= {row_key(r) for r in rows}
+        if rows:
+            new = pd.DataFrame(rows, columns=list(COLUMNS))
+            table = pd.concat([table, new], ignore_index=True) if len(table) else new
+    write_table(table, out, out.with_suffix(".json") if json_path else None)
+    return table
+
+
 @dataclass
 class Job:
     method: str
@@ -350,7 +368,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads; 1 avoids OpenMP oversubscription on a shared 2-core machine")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="CSV",
+                        help="only add these runner tables' rows to --out (a sweep split over processes), then stop")
     args = parser.parse_args(argv)
+    if args.merge:
+        try:
+            table = merge_tables(args.out, args.merge)
+        except FileNotFoundError as exc:
+            parser.error(str(exc))
+        print(f"{len(table)} rows in {args.out}")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
 

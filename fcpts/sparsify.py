@@ -118,7 +118,7 @@ def sparsify(model: nn.Module, calibration_data, target: float | None = None, co
     sparsifier = ThresholdSparsifier(
         student, init_allocation, config.include, config.exclude, config.parameterization, config.gradient,
         config.ste_window, config.bridge, config.histogram_bins, config.kde_max_samples, config.kde_bandwidth,
-        seed=config.seed)
+        seed=config.seed, histogram_max_samples=config.histogram_max_samples)
     threshold_params = sparsifier.threshold_parameters()
     for p in threshold_params:
         p.requires_grad_(learn_thresholds)

@@ -63,10 +63,12 @@ def test_speed_parts(results):
     r = doc["results"]
     assert set(r) == set(speed.PARTS)
     steps = r["steps"]
-    assert {"fcpts", "masked_kd", "masked_kd_prune_hook", "dense_kd", "dense_train", "fcpts_ste", "fcpts_kde"} == set(steps["seconds"])
+    assert {"fcpts", "masked_kd", "masked_kd_prune_hook", "dense_kd", "dense_train", "fcpts_ste", "fcpts_kde",
+            "fcpts_sampled_hist"} == set(steps["seconds"])
     assert all(v["median"] > 0 for v in steps["seconds"].values())
     assert steps["ratios"]["fcpts/masked_kd"] > 0
     assert 0 < r["components"]["bridge_objective_share"] and r["components"]["profile_top_ops"]
+    assert 0 < r["components"]["bridge_objective_share_sampled_hist"]
     assert [b["numel"] for b in r["bridge"]] == [1000, 5000] and all(b["kde_s"] > 0 for b in r["bridge"])
     assert r["cache"]["calib_size"] == 16 and r["cache"]["cached_over_recomputed"] > 0
     assert r["crosscheck"]["per_step_s"] > 0 and r["crosscheck"]["real_over_mirrored"] > 0

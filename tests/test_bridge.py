@@ -109,3 +109,22 @@ def test_kde_density_integrates_to_one():
     grid = torch.linspace(-0.4, 0.4, 4001)
     density = kde_density(sample, grid)
     assert torch.trapezoid(density, grid).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_sampled_histogram_tracks_the_full_one_and_is_off_by_default():
+    w = gaussian()  # a Gaussian layer; the strided sample sees every k-th weight
+    t = torch.tensor(0.05)
+    full = Bridge(w.numel(), "histogram")
+    sampled = Bridge(w.numel(), "histogram", histogram_max_samples=w.numel() // 8)
+    assert full.stride == 1 and sampled.stride == 8
+    assert sampled.density_at(w, t).item() == pytest.approx(full.density_at(w, t).item(), rel=0.1)
+    assert Bridge(100, "histogram", histogram_max_samples=4096).stride == 1  # small layers use every weight
+    with pytest.raises(ValueError, match="histogram_max_samples"):
+        Bridge(100, "histogram", histogram_max_samples=-1)
+
+
+def test_a_given_exact_count_is_used_as_the_value():
+    w = torch.randn(1000)
+    t = torch.tensor(0.3, requires_grad=True)
+    bridge = Bridge(w.numel())
+    assert bridge(w, t, exact=exact_sparsity(w, 0.3)).item() == pytest.approx(bridge(w, t).item())

@@ -152,3 +152,36 @@ def test_projection_is_exact_and_keeps_the_allocation_shape():
 def test_projection_refuses_more_existing_zeros_than_target():
     with pytest.raises(ValueError, match="exact zero"):
         project_masks({"a": torch.zeros(10)}, {"a": 0.1}, 5)
+
+
+def test_bridge_reuses_the_forward_count_only_while_it_is_valid():
+    from fcpts.bridge import exact_sparsity
+
+    model, sp = prepare(target=0.6)
+    x = torch.randn(4, 3, 16, 16)
+    model(x).sum().backward()  # the forward records each mask's count
+    for name, m in sp.masks().items():
+        w = sp.layers[name].parametrizations.weight.original
+        cached = m._cached_sparsity(w)
+        assert cached is not None and cached.item() == pytest.approx(exact_sparsity(w, m.threshold()).item())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    optimizer.step()  # weights and thresholds move in place: every cached count is stale now
+    for name, m in sp.masks().items():
+        assert m._cached_sparsity(sp.layers[name].parametrizations.weight.original) is None
+    exact = sum(exact_sparsity(sp.layers[n].parametrizations.weight.original, m.threshold()) * sp.info[n].numel
+                for n, m in sp.masks().items()) / sp.n_total
+    assert sp.global_sparsity().item() == pytest.approx(exact.item())
+
+
+def test_released_forward_equals_weight_times_mask_in_value_and_gradient():
+    model, sp = prepare(target=0.5)
+    name, m = next(iter(sp.masks().items()))
+    w = sp.layers[name].parametrizations.weight.original.detach().clone().requires_grad_(True)
+    w2 = w.detach().clone().requires_grad_(True)
+    out = m(w)
+    ref = w2 * m.mask(w2)
+    assert torch.equal(out, ref)
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref.backward(g)
+    assert torch.equal(w.grad, w2.grad)

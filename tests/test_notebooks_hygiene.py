@@ -141,3 +141,30 @@ def test_ci_writes_outside_the_committed_results():
 def test_has_a_summary_cell_for_nbval(path):
     tagged = [c for c in load(path).cells if "nbval-check-output" in c.get("metadata", {}).get("tags", [])]
     assert tagged, f"{path.name}: no cell tagged nbval-check-output"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if not p.name.startswith("04")], ids=lambda p: p.name[:2])
+def test_full_mode_without_imagenet_stops_at_the_first_cell(path, tmp_path, monkeypatch):
+    """params/full.yaml with no ImageNet: papermill stops in the set-up cell with the data loader's message."""
+    import os
+
+    import papermill as pm
+
+    missing = tmp_path / "no-imagenet"
+    monkeypatch.setenv("IMAGENET_ROOT", str(missing))  # the kernel inherits it; data_root is "" in full.yaml
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    parameters = yaml.safe_load((REPO / "params" / "full.yaml").read_text())
+    parameters.update(results_dir=str(tmp_path / "results"), figures_dir=str(tmp_path / "figures"))
+    out = tmp_path / path.name
+    with pytest.raises(pm.PapermillExecutionError) as failure:
+        pm.execute_notebook(str(path), str(out), parameters=parameters, cwd=str(REPO / "notebooks"),
+                            progress_bar=False, kernel_name="python3")
+    assert failure.value.ename == "FileNotFoundError"
+    assert f"dataset root {missing} does not exist" in failure.value.evalue and "IMAGENET_ROOT" in failure.value.evalue
+    executed = nbformat.read(out, as_version=4)
+    code_cells = [c for c in executed.cells if c.cell_type == "code"]
+    failed = [i for i, c in enumerate(code_cells) if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    tags = [c.metadata.get("tags", []) for c in code_cells[: failed[0]]]
+    # Only the parameters cell and papermill's injected-parameters cell come before the failing cell.
+    assert failed and all("parameters" in t or "injected-parameters" in t for t in tags), tags
+    assert not (tmp_path / "results").exists() and not (tmp_path / "figures").exists()

@@ -124,3 +124,20 @@ def test_pot_tier_b_from_the_memo_equals_a_fresh_run(tmp_path):
 
     top1 = evaluate(fresh, toy_bundle().test, progress=False)["top1"]
     assert table.loc[table.tier == "b", "top1"].item() == top1
+
+
+def test_a_sweep_split_over_processes_merges_into_one_table(tmp_path, counted):
+    """Two runner calls on disjoint parts, merged: the same rows as one call; existing rows are never replaced."""
+    kw = dict(methods=("uniform",), tiers=("a", "b"), schedules=(), fcpts=False)
+    run(tmp_path, out_csv=tmp_path / "part1.csv", targets=(0.5,), **kw)
+    run(tmp_path, out_csv=tmp_path / "part2.csv", targets=(0.9,), dense=False, **kw)
+    part1 = runner.read_table(tmp_path / "part1.csv")
+    merged = runner.merge_tables(tmp_path / "part1.csv", [tmp_path / "part2.csv", tmp_path / "part2.csv"])
+    assert len(merged) == 1 + 2 + 2 and sorted(merged.target.unique()) == [0.0, 0.5, 0.9]
+    pd.testing.assert_frame_equal(merged.iloc[: len(part1)], part1)  # the rows that were there stay as they were
+    # merged, nothing is missing: resuming the whole sweep computes nothing
+    calls = counted["prune_baseline"].calls
+    run(tmp_path, out_csv=tmp_path / "part1.csv", targets=(0.5, 0.9), **kw)
+    assert counted["prune_baseline"].calls == calls
+    with pytest.raises(SystemExit):
+        runner.main(["--out", str(tmp_path / "part1.csv"), "--merge", str(tmp_path / "missing.csv")])
