@@ -42,10 +42,10 @@ from torch import nn  # noqa: E402
 from torch.nn.utils import prune as torch_prune  # noqa: E402
 
 from benchmarks._common import RESULTS, dense_resnet50, envelope, median_times, set_threads, write_json  # noqa: E402
-from fcpts import Bridge, Config, ThresholdSparsifier, controllable_loss, erk_allocation, kd_loss  # noqa: E402
+from fcpts import Bridge, Config, ThresholdSparsifier, controllable_loss, kd_loss  # noqa: E402
 from fcpts.bridge import exact_sparsity  # noqa: E402
 from fcpts.calibration import CalibrationStream  # noqa: E402
-from fcpts.sparsify import _optimizer, _TeacherCache, sparsify  # noqa: E402
+from fcpts.sparsify import _optimizer, _TeacherCache, sparsify, start_allocation  # noqa: E402
 
 OUT = RESULTS / "speed.json"
 PARTS = ("steps", "components", "bridge", "cache", "crosscheck")
@@ -62,11 +62,8 @@ class FcptsStep:
     def __init__(self, model: nn.Module, teacher: nn.Module, x: torch.Tensor, config: Config, target: float):
         self.teacher, self.x, self.config, self.target = teacher, x, config, target
         self.student = copy.deepcopy(model)
-        self.allocation = erk_allocation(self.student, target, config.include, config.exclude, gamma=config.erk_gamma)
-        self.sparsifier = ThresholdSparsifier(
-            self.student, self.allocation, config.include, config.exclude, config.parameterization, config.gradient,
-            config.ste_window, config.bridge, config.histogram_bins, config.kde_max_samples, config.kde_bandwidth,
-            seed=config.seed, histogram_max_samples=config.histogram_max_samples)
+        self.allocation = start_allocation(self.student, target, config)
+        self.sparsifier = ThresholdSparsifier.from_config(self.student, self.allocation, config)
         self.optimizer = _optimizer(self.student, self.sparsifier.threshold_parameters(), config)
         self.student.train(config.bn_mode == "train")
         self.history: list[dict] = []

@@ -164,6 +164,13 @@ class ThresholdSparsifier:
             mask = ThresholdMask(w, threshold, parameterization, gradient, window, layer_bridge)
             parametrize.register_parametrization(module, "weight", mask, unsafe=True)
 
+    @classmethod
+    def from_config(cls, model: nn.Module, allocation: dict[str, float], config) -> "ThresholdSparsifier":
+        """Thresholds with every setting taken from one ``fcpts.Config`` (what ``fcpts.sparsify`` uses)."""
+        return cls(model, allocation, config.include, config.exclude, config.parameterization, config.gradient,
+                   config.ste_window, config.bridge, config.histogram_bins, config.kde_max_samples,
+                   config.kde_bandwidth, seed=config.seed, histogram_max_samples=config.histogram_max_samples)
+
     def masks(self) -> dict[str, ThresholdMask]:
         return {n: m.parametrizations.weight[0] for n, m in self.layers.items()}
 

@@ -62,6 +62,13 @@ def lr_at(step: int, steps: int, base: float, warmup: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def start_allocation(model: nn.Module, target: float, config: Config) -> dict[str, float]:
+    """Where the thresholds start: ERK (γ = ``config.erk_gamma``, released) or uniform (``config.init``)."""
+    if config.init == "erk":
+        return erk_allocation(model, target, config.include, config.exclude, gamma=config.erk_gamma)
+    return uniform_allocation(model, target, config.include, config.exclude)
+
+
 def _optimizer(student: nn.Module, thresholds: list[nn.Parameter], config: Config) -> torch.optim.Optimizer:
     threshold_ids = {id(p) for p in thresholds}
     others = [p for p in student.parameters() if p.requires_grad and id(p) not in threshold_ids]
@@ -110,15 +117,8 @@ def sparsify(model: nn.Module, calibration_data, target: float | None = None, co
     teacher.requires_grad_(False)
     student = copy.deepcopy(model).to(device)
     layers, zeros_target = zero_budget(student, target, config.include, config.exclude)
-    if allocation is None:
-        initial = erk_allocation if config.init == "erk" else uniform_allocation
-        kwargs = dict(gamma=config.erk_gamma) if config.init == "erk" else {}
-        allocation = initial(student, target, config.include, config.exclude, **kwargs)
-    init_allocation = dict(allocation)
-    sparsifier = ThresholdSparsifier(
-        student, init_allocation, config.include, config.exclude, config.parameterization, config.gradient,
-        config.ste_window, config.bridge, config.histogram_bins, config.kde_max_samples, config.kde_bandwidth,
-        seed=config.seed, histogram_max_samples=config.histogram_max_samples)
+    init_allocation = dict(allocation) if allocation is not None else start_allocation(student, target, config)
+    sparsifier = ThresholdSparsifier.from_config(student, init_allocation, config)
     threshold_params = sparsifier.threshold_parameters()
     for p in threshold_params:
         p.requires_grad_(learn_thresholds)

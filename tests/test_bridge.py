@@ -128,3 +128,8 @@ def test_a_given_exact_count_is_used_as_the_value():
     t = torch.tensor(0.3, requires_grad=True)
     bridge = Bridge(w.numel())
     assert bridge(w, t, exact=exact_sparsity(w, 0.3)).item() == pytest.approx(bridge(w, t).item())
+    # The given count is taken as it is (not recounted); the gradient is still the density estimate.
+    value = bridge(w, t, exact=torch.tensor(0.123))
+    assert value.item() == pytest.approx(0.123)
+    (grad,) = torch.autograd.grad(value, t)
+    assert grad.item() == pytest.approx(bridge.density_at(w, t).item())
