@@ -11,13 +11,15 @@ variants interleaved (a, b, c, a, b, c, ...), so that load from other processes 
 * **components**: teacher forward, student forward+backward with/without the threshold parametrization, the
   bridge and objective (``global_sparsity()`` + ``controllable_loss`` + their backward), the optimiser step;
   the bridge's share of a step;
+* **mask forms**: w ⊙ 1{|w| > t} plus the pruned count over all ResNet-50 weights, forward and backward, as
+  ``ThresholdMask`` computes it against a bool mask counted and cast, ``torch.where`` and ``F.hardshrink``;
 * **bridge vs layer size**: ``Bridge(n, est)(w, t)`` forward+backward for n = 1e3..1e7, histogram vs KDE;
 * **teacher cache**: ``Config.cache_teacher=True`` (calibration not augmented) against recomputing the
   teacher's logits every step, and what building the cache costs;
 * **cross-check**: the per-step cost of the real ``fcpts.sparsify`` loop, from two runs of different lengths.
 
     python benchmarks/speed.py                       # writes benchmarks/results/speed.json
-    python benchmarks/speed.py --parts bridge        # one part only (steps components bridge cache crosscheck)
+    python benchmarks/speed.py --parts bridge        # one part only (steps components masks bridge cache crosscheck)
 
 The end-to-end ``fcpts demo`` time is measured by ``benchmarks/demo_time.py`` (run it on a quiet machine).
 """
@@ -48,7 +50,7 @@ from fcpts.calibration import CalibrationStream  # noqa: E402
 from fcpts.sparsify import _optimizer, _TeacherCache, sparsify, start_allocation  # noqa: E402
 
 OUT = RESULTS / "speed.json"
-PARTS = ("steps", "components", "bridge", "cache", "crosscheck")
+PARTS = ("steps", "components", "masks", "bridge", "cache", "crosscheck")
 BRIDGE_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
 SAMPLED_HISTOGRAM = 65_536  # Config.histogram_max_samples of the kit's faster histogram variant
 
@@ -309,6 +311,59 @@ def bridge_scaling(sizes=BRIDGE_SIZES, repeats: int = 7, warmup: int = 1, max_sa
 
 
 # --------------------------------------------------------------------------------------------------------
+# ways to apply a hard threshold mask (forward with the pruned count, then backward)
+# --------------------------------------------------------------------------------------------------------
+def mask_forms(model: nn.Module, target: float = 0.8, repeats: int = 7, warmup: int = 1) -> dict:
+    """Seconds per pass over every Conv2d/Linear weight of ``model`` for several ways of computing
+    w ⊙ 1{|w| > t} *and* the pruned count (the bridge needs it), forward and backward to w. ``kit`` is
+    ``ThresholdMask.forward`` itself; the others are the alternatives it was measured against. All forms
+    must give the same masked weights (checked)."""
+    from fcpts.masking import ThresholdMask, kth_smallest_abs, prunable_layers
+
+    weights = [m.weight.detach().clone().requires_grad_(True) for m in prunable_layers(model).values()]
+    kit_masks = [ThresholdMask(w.detach(), kth_smallest_abs(w, target)) for w in weights]
+    thresholds = [m.threshold().detach() for m in kit_masks]  # the very values the kit compares against
+    grads = [torch.randn_like(w) for w in weights]
+
+    def bool_count_cast(w, t):  # the kit before: a bool mask, counted, cast to float
+        keep = w.detach().abs() > t
+        keep.numel() - keep.count_nonzero()
+        return w * keep.to(w.dtype)
+
+    def where(w, t):
+        keep = w.detach().abs() > t
+        keep.numel() - keep.count_nonzero()
+        return torch.where(keep, w, torch.zeros((), dtype=w.dtype))
+
+    def hardshrink(w, t):  # one fused op, but the count then needs a pass over the output
+        out = F.hardshrink(w, float(t))
+        out.numel() - out.count_nonzero()
+        return out
+
+    forms = {"kit": lambda i: kit_masks[i](weights[i]), "bool_count_cast": lambda i: bool_count_cast(weights[i], thresholds[i]),
+             "where": lambda i: where(weights[i], thresholds[i]), "hardshrink": lambda i: hardshrink(weights[i], thresholds[i])}
+    reference = [forms["kit"](i).detach() for i in range(len(weights))]
+    identical = {name: all(torch.equal(f(i).detach(), reference[i]) for i in range(len(weights))) for name, f in forms.items()}
+
+    def run(form, backward):
+        def go():
+            for i in range(len(weights)):
+                out = form(i)
+                if backward:
+                    weights[i].grad = None
+                    out.backward(grads[i])
+        return go
+
+    jobs = {f"{name}_fwd": run(f, False) for name, f in forms.items()}
+    jobs.update({f"{name}_fwd_bwd": run(f, True) for name, f in forms.items()})
+    times = median_times(jobs, repeats=repeats, warmup=warmup)
+    return dict(numel=sum(w.numel() for w in weights), layers=len(weights), target=target, identical=identical,
+                seconds={k: v["median"] for k, v in times.items()},
+                kit_over_bool_count_cast_fwd_bwd=times["kit_fwd_bwd"]["median"] / times["bool_count_cast_fwd_bwd"]["median"],
+                repeats=repeats)
+
+
+# --------------------------------------------------------------------------------------------------------
 # the teacher cache
 # --------------------------------------------------------------------------------------------------------
 def teacher_cache_times(model: nn.Module, calib, config: Config | None = None, target: float = 0.8,
@@ -411,6 +466,10 @@ def run_speed(parts=PARTS, model: nn.Module | None = None, calib=None, image_siz
         if profile:
             results["components"]["profile_top_ops"] = profile_step(model, x, config)
         say(json.dumps(results["components"]["share_of_fcpts_step"], indent=1), flush=True)
+    if "masks" in parts:
+        say("masks ...", flush=True)
+        results["masks"] = mask_forms(model if model is not None else dense_resnet50(model_source)[0], repeats=repeats)
+        say(json.dumps({k: v for k, v in results["masks"].items() if k != "seconds"}, indent=1), flush=True)
     if "bridge" in parts:
         say("bridge ...", flush=True)
         results["bridge"] = bridge_scaling(bridge_sizes, repeats=max(3, repeats // 2 + 2))

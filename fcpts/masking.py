@@ -99,15 +99,19 @@ class ThresholdMask(nn.Module):
 
     # --- forward ---
     def _keep(self, weight: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The hard mask 1{|w| > t} as booleans; remembers how many weights it prunes for the bridge."""
-        keep = weight.detach().abs() > t.detach()
+        """The hard mask 1{|w| > t} as 0./1. floats; remembers how many weights it prunes for the bridge."""
+        # One allocation, compared in place: on CPU this forward is ~2.5x cheaper than building a bool mask,
+        # counting it and casting it to float (measured, benchmarks/speed.py). Same mask, bit for bit.
+        keep = weight.detach().abs().gt_(t.detach())
+        # A float sum of 0/1 is an exact integer while numel <= 2**24; larger layers accumulate in float64.
+        kept = keep.sum() if keep.numel() <= 2 ** 24 else keep.sum(dtype=torch.float64)
         # Valid while neither the weight nor the threshold changes in place (optimizer.step bumps both versions).
-        self._pruned = ((id(weight), weight._version, self.score._version), keep.numel() - keep.count_nonzero())
+        self._pruned = ((id(weight), weight._version, self.score._version), keep.numel() - kept)
         return keep
 
     def mask(self, weight: torch.Tensor) -> torch.Tensor:
         t = self.threshold()
-        hard = self._keep(weight, t).to(weight.dtype)
+        hard = self._keep(weight, t)
         if self.gradient == "released":
             return hard
         width = self.window * self.scale
@@ -115,7 +119,7 @@ class ThresholdMask(nn.Module):
         return hard + (ramp - ramp.detach())
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        # weight * float mask: on CPU this beats torch.where / masked_fill (measured, benchmarks/speed.py).
+        # weight * float mask: on CPU this beats torch.where / masked_fill / hardshrink (measured, benchmarks/speed.py).
         return weight * self.mask(weight)
 
     def _cached_sparsity(self, weight: torch.Tensor) -> torch.Tensor | None:

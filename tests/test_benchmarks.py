@@ -12,7 +12,7 @@ from fcpts import Config
 from fcpts.data import DataBundle
 from fcpts.pot import PotConfig
 
-from benchmarks import demo_time, exact_control, gpu, memory, quality, speed, summarize
+from benchmarks import demo_time, exact_control, gpu, memory, quality, speed, ste_lambda, summarize
 
 
 def toy_bundle():
@@ -69,6 +69,7 @@ def test_speed_parts(results):
     assert steps["ratios"]["fcpts/masked_kd"] > 0
     assert 0 < r["components"]["bridge_objective_share"] and r["components"]["profile_top_ops"]
     assert 0 < r["components"]["bridge_objective_share_sampled_hist"]
+    assert all(r["masks"]["identical"].values()) and r["masks"]["seconds"]["kit_fwd_bwd"] > 0
     assert [b["numel"] for b in r["bridge"]] == [1000, 5000] and all(b["kde_s"] > 0 for b in r["bridge"])
     assert r["cache"]["calib_size"] == 16 and r["cache"]["cached_over_recomputed"] > 0
     assert r["crosscheck"]["per_step_s"] > 0 and r["crosscheck"]["real_over_mirrored"] > 0
@@ -148,6 +149,23 @@ def test_quality_runs_in_parts_and_reuses_reference(results, tmp_path):
     assert ("ste-kde", "fcpts", 0.5) not in {(r["variant"], r["method"], r["target"]) for r in left}
     est = quality.estimate(left, results, ref)
     assert est["rows"] == len(left) and est["seconds"] > 0
+
+
+def test_ste_lambda_copies_lambda_one_and_runs_the_rest(results):
+    # after the quality test: quality_ste-kde.csv holds the λ = 1 row of the same base config
+    base = Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64)
+    model, bundle = make_model("cnn").eval(), toy_bundle()
+    table = ste_lambda.run_ste_lambda((1.0, 10.0), (0.5,), (0,), "kde", results, model=model, data=bundle,
+                                      base=base, progress=False)
+    assert sorted(table.lam) == [1.0, 10.0] and set(table.method) == {"fcpts"}
+    quality_row = pd.read_csv(quality.csv_path("ste-kde", results)).iloc[0]
+    one, ten = table[table.lam == 1.0].iloc[0], table[table.lam == 10.0].iloc[0]
+    assert one.finished_at == quality_row.finished_at  # copied, not recomputed
+    assert ten.config_hash != one.config_hash and ten.achieved_sparsity == pytest.approx(0.5, abs=1e-3)
+    with pytest.raises(ValueError, match="λ"):
+        ste_lambda.run_ste_lambda((-1.0,), (0.5,), (0,), "kde", results, model=model, data=bundle, base=base,
+                                  progress=False)
+    assert "straight-through gradient against λ" in summarize.build_summary(results)
 
 
 def test_summary_from_result_files(results):

@@ -185,3 +185,20 @@ def test_released_forward_equals_weight_times_mask_in_value_and_gradient():
     out.backward(g)
     ref.backward(g)
     assert torch.equal(w.grad, w2.grad)
+
+
+def test_forward_count_is_exact_beyond_float32_integers():
+    """The mask's count is a float sum: a layer of more than 2**24 weights must still count exactly."""
+    from fcpts.bridge import exact_sparsity
+    from fcpts.masking import ThresholdMask, kth_smallest_abs
+
+    # 17,647,537 weights kept: odd and above 2**24, so a float32 sum would be off by one (checked).
+    w = torch.randn(2 ** 24 + 2 ** 20 + 3, generator=torch.Generator().manual_seed(0))
+    mask = ThresholdMask(w, kth_smallest_abs(w, 0.01))
+    masked = mask(w)
+    kept = int(masked.count_nonzero())
+    assert kept > 2 ** 24 and kept % 2 == 1
+    pruned = w.numel() - kept
+    assert pruned == int(round(float(exact_sparsity(w, mask.threshold())) * w.numel()))
+    assert mask._cached_sparsity(w).item() * w.numel() == pytest.approx(pruned, abs=1e-3)
+    assert float(mask._pruned[1]) == pruned
