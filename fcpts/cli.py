@@ -21,8 +21,10 @@ import yaml
 from .baselines import prune_baseline
 from .config import Config
 from .data import REPO_ROOT, load_data
-from .evaluate import evaluate
+from .evaluate import evaluate, resolve_device
+from .masking import count_zeros, weight_sparsity_table
 from .models import load_embedded_model, load_model_for
+from .registry import METHODS, RunContext, RunSpec, get_method, variants
 from .sparsify import SparsifyResult, sparsify
 
 DEMO_TARGETS = (0.8, 0.9)
@@ -56,37 +58,62 @@ def _apply_sets(config: Config, sets: list[str]) -> Config:
         raise SystemExit(f"error: {exc}") from None
 
 
-def save_result(result: SparsifyResult, out: Path, metrics: dict, manifest: dict | None) -> None:
-    """The squashed sparse state_dict, the allocation, the history and the metrics, side by side."""
-    torch.save(result.model.state_dict(), out / "sparse_state_dict.pt")
-    (out / "allocation.json").write_text(json.dumps(result.allocation, indent=1))
-    result.layer_table().to_csv(out / "layers.csv", index=False)
+def save_result(result: SparsifyResult | None, out: Path, metrics: dict, manifest: dict | None,
+                model: torch.nn.Module | None = None, config: Config | None = None) -> None:
+    """The squashed sparse state_dict, the allocation, the history (learners) and the metrics, side by side."""
     import pandas as pd
 
-    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
-    pd.DataFrame(result.layer_history).to_csv(out / "layer_history.csv", index=False)
+    model = result.model if result is not None else model
+    config = result.config if result is not None else config
+    torch.save(model.state_dict(), out / "sparse_state_dict.pt")
+    if result is not None:
+        (out / "allocation.json").write_text(json.dumps(result.allocation, indent=1))
+        result.layer_table().to_csv(out / "layers.csv", index=False)
+        pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
+        pd.DataFrame(result.layer_history).to_csv(out / "layer_history.csv", index=False)
+    else:
+        layers = pd.DataFrame(weight_sparsity_table(model))
+        (out / "allocation.json").write_text(json.dumps(dict(zip(layers.layer, layers.sparsity)), indent=1))
+        layers.to_csv(out / "layers.csv", index=False)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    result.config.to_yaml(out / "config.yaml")
+    config.to_yaml(out / "config.yaml")
     if manifest is not None:
         (out / "calibration.json").write_text(json.dumps(manifest))
 
 
-def run(config: Config, out: Path, progress: bool = True) -> dict:
-    """Full mode: load data and model, sparsify, evaluate, save. Returns the metrics."""
+def check_method(method: str, tier: str | None):
+    """The registered post-training method and its tier (default: c for learners, b for allocations)."""
+    spec_method = get_method(method)
+    if spec_method.family not in ("learner", "allocation"):
+        raise ValueError(f"'fcpts run' runs one post-training method (an allocation or a learner); {method!r} is of "
+                         f"the {spec_method.family} family: sweep it with 'python -m fcpts.runner --methods {method}'")
+    tier = tier or ("c" if spec_method.family == "learner" else "b")
+    allowed = [t for t, _, _ in variants(spec_method)]
+    if tier not in allowed:
+        raise ValueError(f"--tier {tier!r} does not apply to {method}; use one of {', '.join(allowed)}")
+    return spec_method, tier
+
+
+def run(config: Config, out: Path, progress: bool = True, method: str = "fcpts", tier: str | None = None) -> dict:
+    """Full mode: load data and model, run one registered post-training method, evaluate, save. Returns the metrics."""
+    spec_method, tier = check_method(method, tier)
     start = time.perf_counter()
     data = load_data(config)
     model, model_info = load_model_for(config, data.num_classes, progress)
     dense = evaluate(model, data.test, config.eval_batch_size, config.device, progress, config.num_workers)
-    result = sparsify(model, data.calib, config.target, config)
-    sparse = evaluate(result.model, data.test, config.eval_batch_size, config.device, progress, config.num_workers)
-    metrics = dict(model=config.model, weights=config.weights, dataset=config.dataset, target=config.target,
-                   achieved_sparsity=result.sparsity_after_projection,
-                   sparsity_before_projection=result.sparsity_before_projection,
-                   zeros=result.zeros, total=result.total, dense_top1=dense["top1"], dense_top5=dense.get("top5"),
-                   top1=sparse["top1"], top5=sparse.get("top5"), sparsify_seconds=result.wall_time,
+    ctx = RunContext(config, model, lambda seed: data, resolve_device(config.device), progress=progress)
+    pruned, info = spec_method.run(ctx, RunSpec(method, tier, "-", config.target, config.seed))
+    sparse = evaluate(pruned, data.test, config.eval_batch_size, config.device, progress, config.num_workers)
+    zeros, total = count_zeros(pruned)
+    result = info.get("result")
+    metrics = dict(method=method, tier=tier, model=config.model, weights=config.weights, dataset=config.dataset,
+                   target=config.target, achieved_sparsity=zeros / total,
+                   sparsity_before_projection=info.get("sparsity_before_projection"),
+                   zeros=zeros, total=total, dense_top1=dense["top1"], dense_top5=dense.get("top5"),
+                   top1=sparse["top1"], top5=sparse.get("top5"), sparsify_seconds=info.get("wall_time"),
                    total_seconds=time.perf_counter() - start, calib_size=len(data.calib), seed=config.seed,
-                   device=str(next(result.model.parameters()).device), torch=torch.__version__)
-    save_result(result, out, metrics, data.manifest)
+                   device=str(next(pruned.parameters()).device), torch=torch.__version__)
+    save_result(result, out, metrics, data.manifest, model=pruned, config=config)
     return metrics
 
 
@@ -140,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="sparsify any torchvision model (full mode: ImageNet + pretrained weights)")
     r.add_argument("--config", help="YAML file of Config fields (e.g. params/full.yaml)")
+    r.add_argument("--method", default="fcpts", help="a post-training method of fcpts.registry (default fcpts): "
+                   + ", ".join(n for n, m in METHODS.items() if m.family in ("learner", "allocation")))
+    r.add_argument("--tier", help="allocations: a (masks), b (+BN re-estimation, default) or c (+reconstruction)")
     r.add_argument("--model")
     r.add_argument("--weights", help="torchvision weights enum member, e.g. IMAGENET1K_V1; 'none' for random")
     r.add_argument("--dataset", choices=["digits", "imagenet", "folder", "cifar10", "cifar100"])
@@ -189,12 +219,16 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     config = Config.from_yaml(args.config) if args.config else Config()
     fields = {k: v for k, v in vars(args).items() if k in {f for f in config.to_dict()} and v is not None}
+    check_method(args.method, args.tier)  # a wrong method or tier fails here, before any folder is made
     if isinstance(fields.get("weights"), str) and fields["weights"].lower() == "none":
         fields["weights"] = ""
     config = _apply_sets(config.replace(**fields, progress=progress), args.set)
-    out = _out_dir(args.out or f"results/{config.model}-{config.dataset}-s{config.target:g}-seed{config.seed}", args.overwrite)
-    metrics = run(config, out, progress)
-    print(json.dumps({k: metrics[k] for k in ("target", "achieved_sparsity", "dense_top1", "top1", "sparsify_seconds")}))
+    suffix = "" if args.method == "fcpts" else f"-{args.method}"
+    out = _out_dir(args.out or f"results/{config.model}-{config.dataset}-s{config.target:g}-seed{config.seed}{suffix}",
+                   args.overwrite)
+    metrics = run(config, out, progress, args.method, args.tier)
+    print(json.dumps({k: metrics[k] for k in ("method", "target", "sparsity_before_projection", "achieved_sparsity",
+                                              "dense_top1", "top1", "sparsify_seconds")}))
     print(f"results in {out}")
     return 0
 

@@ -20,24 +20,36 @@ def project_masks(weights: dict[str, torch.Tensor], thresholds: dict[str, float]
     model ends with exactly ``zeros`` zero weights. Weights that are already exactly zero score 0 and go first.
     """
     names = list(weights)
-    scores = torch.cat([(weights[n].detach().abs().flatten().float() / max(thresholds[n], 1e-12)) for n in names])
+    scores = {n: weights[n].detach().abs().float() / max(thresholds[n], 1e-12) for n in names}
     to_prune = zeros - zeros_elsewhere
-    already_zero = int((scores == 0).sum())
+    already_zero = sum(int((s == 0).sum()) for s in scores.values())
     if to_prune < 0 or already_zero > to_prune:
         raise ValueError(f"the model already holds {already_zero + zeros_elsewhere:,} exact zero weights, more than "
                          f"the {zeros:,} the target asks for; raise the target")
-    if to_prune > scores.numel():
-        raise ValueError(f"cannot zero {to_prune:,} of {scores.numel():,} prunable weights")
-    prune = torch.zeros_like(scores, dtype=torch.bool)
+    return project_scores(scores, to_prune)
+
+
+@torch.no_grad()
+def project_scores(scores: dict[str, torch.Tensor], to_prune: int) -> tuple[dict[str, torch.Tensor], float]:
+    """0/1 masks that remove exactly the ``to_prune`` lowest of all ``scores`` (ties by position), and the cut.
+
+    The one global cut every method's final step shares: FCPTS, STR and DSA-style score a weight by |w| / t_l,
+    ProbMask by its sampled mask and keep probability.
+    """
+    names = list(scores)
+    flat = torch.cat([scores[n].detach().flatten().float() for n in names])
+    if to_prune > flat.numel():
+        raise ValueError(f"cannot zero {to_prune:,} of {flat.numel():,} prunable weights")
+    prune = torch.zeros_like(flat, dtype=torch.bool)
     tau = 0.0
     if to_prune > 0:
-        tau = float(torch.kthvalue(scores.cpu(), to_prune).values)
-        prune = scores < tau
-        ties = torch.nonzero(scores == tau).flatten()
+        tau = float(torch.kthvalue(flat.cpu(), to_prune).values)
+        prune = flat < tau
+        ties = torch.nonzero(flat == tau).flatten()
         prune[ties[: to_prune - int(prune.sum())]] = True
     masks, start = {}, 0
     for n in names:
-        size = weights[n].numel()
-        masks[n] = (~prune[start:start + size]).reshape(weights[n].shape).to(weights[n].dtype)
+        size = scores[n].numel()
+        masks[n] = (~prune[start:start + size]).reshape(scores[n].shape).to(scores[n].dtype)
         start += size
     return masks, tau

@@ -28,7 +28,6 @@ or training-aware settings for those rows.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import math
@@ -45,14 +44,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .baselines import ALLOCATION_METHODS, TIERS, prune_baseline
-from .calibration import recalibrate_bn
+from .baselines import ALLOCATION_METHODS, TIERS
 from .config import Config, check_target
 from .masking import count_zeros
 from .pot import PotConfig
-from .prune_train import PruneTrainConfig, prune_train
+from .prune_train import PruneTrainConfig
+from .registry import METHODS, NONE, RunContext, RunSpec, get_method, phase, variants
 from .schedules import SCHEDULES
-from .sparsify import sparsify
 
 DEFAULT_TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
 SCHEDULE_NAMES = tuple(SCHEDULES)
@@ -61,7 +59,6 @@ COLUMNS = ("method", "tier", "schedule", "target", "seed", "achieved_sparsity", 
            "steps", "zeros", "total", "n_test", "start", "sparsity_before_projection", "allocation_drift", "dataset",
            "model",
            "config_hash", "finished_at")
-NONE = "-"  # placeholder for "not applicable" in string key columns (an empty cell would read back as NaN)
 # Config fields that change no number of a row (display, hardware) or that are row keys already.
 _NOT_HASHED = ("target", "seed", "progress", "device", "num_workers", "out_dir", "layer_log_every",
                "eval_batch_size")
@@ -142,29 +139,44 @@ def merge_tables(out: str | os.PathLike, sources: Iterable[str | os.PathLike], j
         if rows:
             new = pd.DataFrame(rows, columns=list(COLUMNS))
             table = pd.concat([table, new], ignore_index=True) if len(table) else new
+    for kind in SIDE_KINDS:  # side rows of rows that were added; never replace side rows already in out
+        have = _read_side_file(side_path(out, kind))
+        have_keys = set(have[list(SIDE_KEY)].astype(str).apply(tuple, axis=1)) if len(have) else set()
+        for source in sources:
+            extra = read_side(source, kind)
+            if len(extra):
+                extra = extra[~extra[list(SIDE_KEY)].astype(str).apply(tuple, axis=1).isin(have_keys)]
+                if len(extra):
+                    _append_side(side_path(out, kind), extra)
+                    have_keys |= set(extra[list(SIDE_KEY)].astype(str).apply(tuple, axis=1))
     write_table(table, out, out.with_suffix(".json") if json_path else None)
     return table
 
 
 @dataclass
 class Job:
-    method: str
-    tier: str
-    schedule: str
-    target: float
-    seed: int
+    spec: RunSpec
     config_hash: str
-    start: str
     phase: int
-    run: Callable[[], tuple[nn.Module, dict]]
 
     def key(self) -> tuple:
-        return row_key(dict(method=self.method, tier=self.tier, schedule=self.schedule, target=self.target,
-                            seed=self.seed, config_hash=self.config_hash))
+        s = self.spec
+        return row_key(dict(method=s.method, tier=s.tier, schedule=s.schedule, target=s.target, seed=s.seed,
+                            config_hash=self.config_hash))
 
     def label(self) -> str:
-        parts = [self.method, self.tier] + ([self.schedule] if self.schedule != NONE else [])
-        return f"{'/'.join(parts)} {self.target:.0%} s{self.seed}"
+        s = self.spec
+        parts = [s.method, s.tier] + ([s.schedule] if s.schedule != NONE else [])
+        return f"{'/'.join(parts)} {s.target:.0%} s{s.seed}"
+
+
+def _selected(methods: Iterable[str], fcpts: bool, dense: bool, schedules: list[str], finetune: PruneTrainConfig) -> list[str]:
+    names = (["dense"] if dense else []) + list(methods) + (["fcpts"] if fcpts else []) \
+        + ([f"prune_train-{finetune.allocation}"] if schedules else [])
+    chosen = list(dict.fromkeys(names))
+    for name in chosen:
+        get_method(name)
+    return chosen
 
 
 def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCATION_METHODS,
@@ -173,26 +185,34 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
                    tiers: Iterable[str] = TIERS, fcpts: bool = True, dense: bool = True,
                    schedules: Iterable[str] = SCHEDULE_NAMES, starts: Iterable[str] = ("dense",),
                    finetune: PruneTrainConfig | None = None, pot_config: PotConfig | None = None,
+                   learner_options: dict[str, Any] | None = None,
                    model: nn.Module | None = None, data: Any = None, train_data: Any = None,
                    scratch_model: Callable[[int], nn.Module] | None = None, model_name: str | None = None,
                    json_path: str | os.PathLike | None | bool = True, progress: bool = True) -> pd.DataFrame:
     """Run every requested (method, tier/schedule, target, seed) not yet in ``out_csv``; return the table.
 
-    ``config`` (default ``Config.quick_cpu()``) drives FCPTS, tier c, calibration, BN re-estimation and data.
-    ``model``: the dense model (default: the embedded ResNet-50 for digits via ``load_embedded_model``, else
-    ``build_model(config.model, config.weights)``). ``data``: a ``DataBundle`` (calib, test, num_classes,
-    name) or a callable ``seed -> DataBundle`` (default: ``load_data(config.replace(seed=seed))``).
-    ``train_data``: the labelled train split for the schedules (default: the digits train split; for other
-    datasets the schedule rows are skipped unless given). ``starts``: "dense" (fine-tune the dense model)
-    and/or "scratch" (``scratch_model(seed)``, default ``build_model(config.model, weights=None)``).
+    ``methods``: any names of ``fcpts.registry.METHODS`` (default: the five fixed allocations); ``fcpts``,
+    ``dense`` and a non-empty ``schedules`` add the FCPTS, dense and training-aware rows (the last with
+    ``finetune.allocation``). ``tiers`` selects the allocation tiers. ``learner_options``: {method name:
+    its options dataclass} (defaults: ``StrConfig()``, ``ProbMaskConfig()``, ``DsaConfig()``).
+    ``config`` (default ``Config.quick_cpu()``) drives FCPTS, the learners, tier c, calibration, BN
+    re-estimation and data. ``model``: the dense model (default: the embedded ResNet-50 for digits via
+    ``load_embedded_model``, else ``build_model(config.model, config.weights)``). ``data``: a ``DataBundle``
+    (calib, test, num_classes, name) or a callable ``seed -> DataBundle`` (default: ``load_data(config.replace(
+    seed=seed))``). ``train_data``: the labelled train split for the schedules (default: the digits train
+    split; for other datasets the schedule rows are skipped unless given). ``starts``: "dense" (fine-tune the
+    dense model) and/or "scratch" (``scratch_model(seed)``, default ``build_model(config.model, weights=None)``).
     ``finetune``: the training-aware setting (default ``default_finetune(config.steps)``; its schedule
     field is overridden per row). ``json_path``: True -> next to the CSV with a .json suffix.
+
+    Rows of learners (FCPTS included) also write their per-step global sparsity to
+    ``<out>_trajectories.csv`` and their final per-layer sparsities to ``<out>_allocations.csv``.
     """
     from .evaluate import evaluate, resolve_device
 
     config = config or Config.quick_cpu()
     targets = [check_target(t) for t in targets]
-    seeds, methods, tiers = [int(s) for s in seeds], list(methods), list(tiers)
+    seeds, tiers = [int(s) for s in seeds], list(tiers)
     schedules, starts = list(schedules), list(starts)
     for name in schedules:
         if name not in SCHEDULES:
@@ -218,7 +238,6 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
     else:
         model_name = model_name or type(model).__name__
     model = model.eval()
-    model_id = model_fingerprint(model)
 
     bundles: dict[int, Any] = {}
 
@@ -241,106 +260,96 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
         print("[fcpts.runner] no labelled train split given: skipping the schedule rows", file=sys.stderr)
         schedules = []
 
+    ctx = RunContext(config=config, model=model, bundle=bundle, device=device, train_split=train_split,
+                     finetune=finetune, pot=pot_config or PotConfig(device=config.device, progress=False),
+                     scratch_model=scratch_model, learner_options=dict(learner_options or {}))
     base = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
-    base["model_id"] = model_id
-    base_hash = _fingerprint(base)
-    pot_base = PotConfig(device=config.device, progress=False) if pot_config is None else pot_config
-    pot_hash = _fingerprint({**base, "pot": {k: v for k, v in pot_base.to_dict().items()
-                                             if k not in ("seed", "device", "progress")}})
-    ft_hash = _fingerprint({**base, "finetune": {k: v for k, v in finetune.to_dict().items()
-                                                 if k not in ("seed", "device", "progress", "schedule", "log_every")}})
-
-    pot_memo: dict[tuple[float, int], tuple[nn.Module, dict]] = {}  # POT tier a, reused by tier b
-
-    def run_pot(target: float, tier: str, seed: int, cfg: Config):
-        pcfg = PotConfig(**{**pot_base.to_dict(), "seed": seed, "progress": False})
-        key = (target, seed)
-        if tier == "b" and key in pot_memo:
-            pruned, info = pot_memo.pop(key)
-            tic = time.perf_counter()
-            recalibrate_bn(pruned, bundle(seed).calib, batches=None, batch_size=cfg.batch_size, seed=cfg.seed,
-                           device=device)
-            info = {**info, "tier": "b", "wall_time": info["wall_time"] + time.perf_counter() - tic}
-            return pruned.eval(), info
-        pruned, info = prune_baseline(model, bundle(seed).calib, target, "pot", tier, cfg, pcfg)
-        if tier == "a" and "b" in tiers:
-            pot_memo[key] = copy.deepcopy((pruned, info))
-        return pruned, info
+    base["model_id"] = model_fingerprint(model)
 
     jobs: list[Job] = []
-    for seed in seeds:
-        cfg = config.replace(seed=seed, progress=False)
-        if dense:
-            jobs.append(Job("dense", NONE, NONE, 0.0, seed, base_hash, "dense", 0,
-                            lambda: (model, dict(steps=0, wall_time=0.0))))
-        for target in targets:
-            for method in methods:
-                for tier in tiers:
-                    is_pot = method == "pot" and tier != "c"
-                    phase = {"a": 1, "b": 1, "c": 4}[tier] + (1 if is_pot else 0)
-
-                    def run(method=method, tier=tier, target=target, seed=seed, cfg=cfg):
-                        if method == "pot" and tier != "c":
-                            return run_pot(target, tier, seed, cfg)
-                        return prune_baseline(model, bundle(seed).calib, target, method, tier, cfg)
-
-                    jobs.append(Job(method, tier, NONE, target, seed, pot_hash if is_pot else base_hash, "dense",
-                                    phase, run))
-            if fcpts:
-                def run_fcpts(target=target, seed=seed, cfg=cfg):
-                    result = sparsify(model, bundle(seed).calib, target, cfg)
-                    drift = max(abs(result.allocation[n] - s) for n, s in result.init_allocation.items())
-                    return result.model, dict(steps=cfg.steps, wall_time=result.wall_time, allocation_drift=drift,
-                                              sparsity_before_projection=result.sparsity_before_projection)
-
-                jobs.append(Job("fcpts", "c", NONE, target, seed, base_hash, "dense", 3, run_fcpts))
-            for start in starts:
-                for name in schedules:
-                    def run_schedule(name=name, start=start, target=target, seed=seed):
-                        ft = finetune.replace(schedule=name, seed=seed, device=config.device, progress=False)
-                        if start == "dense":
-                            initial = model
-                        elif scratch_model is not None:
-                            initial = scratch_model(seed)
-                        else:
-                            from .models import build_model
-
-                            torch.manual_seed(seed)
-                            initial = build_model(config.model, weights=None, num_classes=bundle(seed).num_classes)
-                        result = prune_train(initial, train_split, target, ft)
-                        return result.model, dict(steps=result.steps, wall_time=result.wall_time)
-
-                    jobs.append(Job(f"prune_train-{finetune.allocation}", "finetune" if start == "dense" else "scratch",
-                                    name, target, seed, ft_hash, start, 6, run_schedule))
+    for name in _selected(methods, fcpts, dense, schedules, finetune):
+        method = get_method(name)
+        for seed in seeds:
+            for target in ([0.0] if method.family == "dense" else targets):
+                for tier, schedule, start in variants(method, tiers, schedules, starts):
+                    spec = RunSpec(name, tier, schedule, target, seed, start)
+                    settings = method.settings(ctx, spec)
+                    jobs.append(Job(spec, _fingerprint(base if settings is None else {**base, **settings}),
+                                    phase(method, tier)))
 
     table = read_table(csv_path)
     done = {row_key(r) for r in table.to_dict("records")} if len(table) else set()
-    todo = sorted((j for j in jobs if j.key() not in done), key=lambda j: (j.phase, j.seed, j.target, j.tier))
+    todo = sorted((j for j in jobs if j.key() not in done),
+                  key=lambda j: (j.phase, j.spec.seed, j.spec.target, j.spec.tier))
     if progress:
         print(f"[fcpts.runner] {len(jobs)} rows requested, {len(jobs) - len(todo)} already in {csv_path}, "
               f"{len(todo)} to compute", file=sys.stderr)
     bar = tqdm(todo, desc="comparison", disable=not progress)
     for job in bar:
+        spec = job.spec
         bar.set_postfix_str(job.label())
         tic = time.perf_counter()
-        pruned, info = job.run()
+        pruned, info = METHODS[spec.method].run(ctx, spec)
         wall = info.get("wall_time") or (time.perf_counter() - tic)
-        b = bundle(job.seed)
+        b = bundle(spec.seed)
         metrics = evaluate(pruned, b.test, batch_size=config.eval_batch_size, device=device, progress=False)
         zeros, total = count_zeros(pruned)
-        row = dict(method=job.method, tier=job.tier, schedule=job.schedule, target=job.target, seed=job.seed,
+        row = dict(method=spec.method, tier=spec.tier, schedule=spec.schedule, target=spec.target, seed=spec.seed,
                    achieved_sparsity=zeros / total, top1=metrics["top1"], top5=metrics["top5"], wall_time=wall,
-                   steps=int(info.get("steps", 0)), zeros=zeros, total=total, n_test=metrics["n"], start=job.start,
+                   steps=int(info.get("steps", 0)), zeros=zeros, total=total, n_test=metrics["n"], start=spec.start,
                    sparsity_before_projection=info.get("sparsity_before_projection", math.nan),
                    allocation_drift=info.get("allocation_drift", math.nan),
                    dataset=getattr(b, "name", config.dataset), model=model_name, config_hash=job.config_hash,
                    finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if "trajectory" in info:  # side tables first: a row in the main table always has its side rows
+            write_side_rows(csv_path, row, info)
         table = pd.concat([table, pd.DataFrame([row], columns=list(COLUMNS))], ignore_index=True) if len(table) \
             else pd.DataFrame([row], columns=list(COLUMNS))
         write_table(table, csv_path, json_file)
         if progress:
             tqdm.write(f"  {job.label():<40} top1 {metrics['top1']:.2%}  S {zeros / total:.4f}  {wall:.1f} s")
     return table
+
+
+# ----- side tables: per-step global sparsity and final per-layer allocation of every learner row -------------
+SIDE_KEY = ("method", "tier", "schedule", "target", "seed", "config_hash")
+SIDE_KINDS = ("trajectories", "allocations")
+
+
+def side_path(csv_path: str | os.PathLike, kind: str) -> Path:
+    """``<out>_trajectories.csv`` or ``<out>_allocations.csv`` beside the runner's table."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}_{kind}.csv")
+
+
+def read_side(csv_path: str | os.PathLike, kind: str) -> pd.DataFrame:
+    """A side table of the runner's table at ``csv_path`` (empty when there is none)."""
+    return _read_side_file(side_path(csv_path, kind))
+
+
+def _read_side_file(path: Path) -> pd.DataFrame:
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    return pd.read_csv(path, dtype={"method": str, "tier": str, "schedule": str, "config_hash": str,
+                                    "layer": str}, keep_default_na=False, na_values=[""])
+
+
+def _append_side(path: Path, new: pd.DataFrame) -> None:
+    old = _read_side_file(path)
+    if len(old):
+        keys = {tuple(r) for r in new[list(SIDE_KEY)].astype(str).itertuples(index=False)}
+        stale = old[list(SIDE_KEY)].astype(str).apply(tuple, axis=1).isin(keys)
+        new = pd.concat([old[~stale], new], ignore_index=True)
+    _write_atomic(new.to_csv(index=False), path)
+
+
+def write_side_rows(csv_path: Path, row: dict, info: dict) -> None:
+    key = {k: row[k] for k in SIDE_KEY}
+    trajectory = pd.DataFrame([{**key, "step": i, "sparsity": s} for i, s in enumerate(info["trajectory"])])
+    _append_side(side_path(csv_path, "trajectories"), trajectory)
+    if info.get("allocation"):
+        allocation = pd.DataFrame([{**key, "layer": n, "sparsity": s} for n, s in info["allocation"].items()])
+        _append_side(side_path(csv_path, "allocations"), allocation)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="YAML Config (default: Config.quick_cpu())")
     parser.add_argument("--targets", type=float, nargs="+", default=list(DEFAULT_TARGETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="*", default=list(ALLOCATION_METHODS), help="allocations")
+    parser.add_argument("--methods", nargs="*", default=list(ALLOCATION_METHODS),
+                        help=f"registered methods (fcpts.registry): {', '.join(METHODS)}")
     parser.add_argument("--tiers", nargs="*", default=list(TIERS))
     parser.add_argument("--schedules", nargs="*", default=list(SCHEDULE_NAMES))
     parser.add_argument("--starts", nargs="*", default=["dense"], help="dense and/or scratch")

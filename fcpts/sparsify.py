@@ -69,14 +69,6 @@ def start_allocation(model: nn.Module, target: float, config: Config) -> dict[st
     return uniform_allocation(model, target, config.include, config.exclude)
 
 
-def _optimizer(student: nn.Module, thresholds: list[nn.Parameter], config: Config) -> torch.optim.Optimizer:
-    threshold_ids = {id(p) for p in thresholds}
-    others = [p for p in student.parameters() if p.requires_grad and id(p) not in threshold_ids]
-    groups = [dict(params=others, weight_decay=config.weight_decay),
-              dict(params=thresholds, weight_decay=0.0)]  # never decay thresholds: it would bias the allocation
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-
-
 def _set_bn_mode(model: nn.Module, mode: str) -> None:
     model.train(mode == "train")
 
@@ -97,13 +89,134 @@ class _TeacherCache:
         return torch.stack([self.logits[i] for i in idx.tolist()])
 
 
-def sparsify(model: nn.Module, calibration_data, target: float | None = None, config: Config | None = None,
-             allocation: dict[str, float] | None = None, learn_thresholds: bool = True) -> SparsifyResult:
-    """Run FCPTS on a copy of ``model`` and return the exactly-sparse, squashed result.
 
-    ``allocation`` (optional) replaces the ERK start; with ``learn_thresholds=False`` the thresholds stay
-    frozen at it, which gives any allocation the same reconstruction budget as FCPTS (baseline tier c).
+class Learner:
+    """What one allocation learner adds to the shared reconstruction loop (``learn_allocation``).
+
+    The loop owns everything the methods share, so they all get exactly FCPTS's post-training budget: the
+    copies of the model, the frozen teacher, the calibration stream and its augmentations, the KD loss, the
+    SGD optimiser and its lr schedule over the network's own parameters, the BN mode, the non-finite check,
+    and the final step (the exact projection to round(S*·N) zeros, then squash). A learner adds its own
+    parameters, its penalty, what happens around each optimiser step, and how its masks are projected.
     """
+
+    name = "learner"
+    selection_batches = 0  # > 0: the loop sets ``score_masks()``, the KD loss on that many calibration batches
+
+    def prepare(self, student: nn.Module, allocation: dict[str, float], config: Config) -> None:
+        """Attach the learner to ``student`` (parametrizations on the prunable layers' weights)."""
+        raise NotImplementedError
+
+    def parameter_groups(self, config: Config) -> list[dict]:
+        """Groups of the learner's own parameters that join the loop's SGD optimiser (with their weight decay)."""
+        return []
+
+    def extra_optimizer(self, config: Config) -> torch.optim.Optimizer | None:
+        """An optimiser of the learner's own (e.g. Adam on ProbMask's scores), stepped with the SGD one."""
+        return None
+
+    def before_step(self, step: int, steps: int) -> None:
+        """Called before the step's forward pass (temperature schedules, ...)."""
+
+    def penalty(self, step: int, steps: int) -> tuple[torch.Tensor | float, torch.Tensor, dict]:
+        """(extra loss added to L_rec, the global sparsity of this step's masks, values for the history)."""
+        raise NotImplementedError
+
+    def after_backward(self) -> None:
+        """Called between backward and the optimiser steps (gradient clipping of the learner's own parameters)."""
+
+    def after_step(self, step: int, steps: int) -> None:
+        """Called after the optimiser step (projections, dual updates, ...)."""
+
+    def layer_sparsities(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def sparsity_before_projection(self) -> float:
+        """The global sparsity the learner's own final masks give, before the kit's exact projection."""
+        raise NotImplementedError
+
+    def final_masks(self, weights: dict[str, torch.Tensor], zeros: int, zeros_elsewhere: int,
+                    project: bool) -> tuple[dict[str, torch.Tensor], float, dict[str, float]]:
+        """(0/1 masks per layer, the projection shift τ, per-layer thresholds to report) at the end."""
+        raise NotImplementedError
+
+    def export(self, name: str, weight: torch.Tensor, mask: torch.Tensor, tau: float) -> torch.Tensor:
+        """The weight the squashed model stores (default w ⊙ mask; STR stores its shrunk weights)."""
+        return weight * mask
+
+
+class FcptsLearner(Learner):
+    """FCPTS: one learnable threshold per layer, the bridge, and λ·L_c (method.md §2)."""
+
+    name = "fcpts"
+
+    def __init__(self, learn_thresholds: bool = True):
+        self.learn_thresholds = learn_thresholds
+
+    def prepare(self, student, allocation, config):
+        self.config = config
+        self.sparsifier = ThresholdSparsifier.from_config(student, allocation, config)
+        self.params = self.sparsifier.threshold_parameters()
+        for p in self.params:
+            p.requires_grad_(self.learn_thresholds)
+
+    def parameter_groups(self, config):
+        return [dict(params=self.params, weight_decay=0.0)]  # never decay thresholds: it would bias the allocation
+
+    def penalty(self, step, steps):
+        sparsity = self.sparsifier.global_sparsity()
+        loss_c = controllable_loss(sparsity, self.config.target, self.config.objective)
+        return self.config.lam * loss_c, sparsity, dict(loss_c=loss_c.item())
+
+    def layer_sparsities(self):
+        return self.sparsifier.layer_sparsities()
+
+    def sparsity_before_projection(self):
+        return float(self.sparsifier.global_sparsity().detach())
+
+    def final_masks(self, weights, zeros, zeros_elsewhere, project):
+        thresholds = self.sparsifier.thresholds()
+        if not project:
+            return {n: self.sparsifier.masks()[n].mask(w).detach() for n, w in weights.items()}, 1.0, thresholds
+        masks, tau = project_masks(weights, thresholds, zeros, zeros_elsewhere)
+        return masks, tau, {n: t * tau for n, t in thresholds.items()}
+
+
+class _KdScorer:
+    """The KD loss of the student as it is now against the teacher, both in eval mode, on the first ``batches``
+    calibration batches in a fixed order: how a learner compares candidate masks without labels."""
+
+    def __init__(self, student, teacher, data, batches: int, config: Config, device):
+        stream = CalibrationStream(data, config.batch_size, config.seed, 0, shuffle=False)
+        self.inputs = [x for (x, _), _ in zip(stream.one_pass(), range(batches))]
+        self.student, self.teacher, self.temperature, self.device = student, teacher, config.temperature, device
+
+    @torch.no_grad()
+    def __call__(self) -> float:
+        modes = self.student.training, self.teacher.training
+        self.student.eval()
+        self.teacher.eval()
+        total = sum(float(kd_loss(self.student(x.to(self.device)), self.teacher(x.to(self.device)), self.temperature))
+                    for x in self.inputs)
+        self.student.train(modes[0])
+        self.teacher.train(modes[1])
+        return total / len(self.inputs)
+
+
+def _optimizer(student: nn.Module, groups: list[dict], config: Config,
+               exclude: tuple[nn.Parameter, ...] = ()) -> torch.optim.Optimizer:
+    """SGD over the network's parameters (with weight decay) plus the learner's groups."""
+    own = {id(p) for g in groups for p in g["params"]} | {id(p) for p in exclude}
+    others = [p for p in student.parameters() if p.requires_grad and id(p) not in own]
+    return torch.optim.SGD([dict(params=others, weight_decay=config.weight_decay)] + groups, lr=config.lr,
+                           momentum=config.momentum)
+
+
+def learn_allocation(model: nn.Module, calibration_data, target: float | None, config: Config | None,
+                     learner: Learner, allocation: dict[str, float] | None = None) -> SparsifyResult:
+    """The shared post-training loop: ``learner`` learns the allocation of a copy of ``model`` under one
+    budget (config's calibration stream, batch, steps, KD loss, optimiser, BN mode), then the exact projection
+    and the squash. ``allocation`` replaces the start (``start_allocation``: ERK by default)."""
     start_time = time.perf_counter()
     config = config or Config()
     if target is not None:
@@ -118,13 +231,13 @@ def sparsify(model: nn.Module, calibration_data, target: float | None = None, co
     student = copy.deepcopy(model).to(device)
     layers, zeros_target = zero_budget(student, target, config.include, config.exclude)
     init_allocation = dict(allocation) if allocation is not None else start_allocation(student, target, config)
-    sparsifier = ThresholdSparsifier.from_config(student, init_allocation, config)
-    threshold_params = sparsifier.threshold_parameters()
-    for p in threshold_params:
-        p.requires_grad_(learn_thresholds)
+    learner.prepare(student, init_allocation, config)
 
     stream = CalibrationStream(calibration_data, config.batch_size, config.seed, config.num_workers)
-    optimizer = _optimizer(student, threshold_params, config)
+    extra_optimizer = learner.extra_optimizer(config)
+    optimizer = _optimizer(student, learner.parameter_groups(config), config,
+                           tuple(p for g in (extra_optimizer.param_groups if extra_optimizer else []) for p in g["params"]))
+    extra_base_lrs = [g["lr"] for g in extra_optimizer.param_groups] if extra_optimizer else []
     warmup = stream.batches_per_pass if config.warmup_steps < 0 else config.warmup_steps
     _set_bn_mode(student, config.bn_mode)
     _set_bn_mode(teacher, config.bn_mode)
@@ -133,7 +246,8 @@ def sparsify(model: nn.Module, calibration_data, target: float | None = None, co
 
     history, layer_history = [], []
     batches = iter(stream)
-    bar = tqdm(range(config.steps), desc=f"FCPTS {target:.0%}", disable=not config.progress, leave=False)
+    label = "FCPTS" if learner.name == "fcpts" else learner.name
+    bar = tqdm(range(config.steps), desc=f"{label} {target:.0%}", disable=not config.progress, leave=False)
     with ExitStack() as hooks:
         s_rec = hooks.enter_context(OutputRecorder(student, blocks)) if blocks else None
         t_rec = hooks.enter_context(OutputRecorder(teacher, blocks)) if blocks else None
@@ -141,6 +255,10 @@ def sparsify(model: nn.Module, calibration_data, target: float | None = None, co
             lr = lr_at(step, config.steps, config.lr, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if extra_optimizer is not None:  # the learner's own optimiser follows the same warm-up + cosine shape
+                for group, base in zip(extra_optimizer.param_groups, extra_base_lrs):
+                    group["lr"] = base * lr / config.lr if config.lr > 0 else base
+            learner.before_step(step, config.steps)
             x, idx = next(batches)
             x = x.to(device, non_blocking=True)
             if teacher_cache is not None:
@@ -152,46 +270,59 @@ def sparsify(model: nn.Module, calibration_data, target: float | None = None, co
             loss_rec = kd_loss(student_logits, teacher_logits, config.temperature)
             if blocks:
                 loss_rec = loss_rec + config.block_mse_weight * block_mse(s_rec.outputs, t_rec.outputs)
-            sparsity = sparsifier.global_sparsity()
-            loss_c = controllable_loss(sparsity, target, config.objective)
-            loss = loss_rec + config.lam * loss_c
+            extra, sparsity, logs = learner.penalty(step, config.steps)
+            sparsity = sparsity.item()
+            loss = loss_rec + extra
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"non-finite loss at step {step} (L_rec={loss_rec.item():.4g}, S={sparsity.item():.4f}); "
+                    f"non-finite loss at step {step} (L_rec={loss_rec.item():.4g}, S={sparsity:.4f}); "
                     "lower Config.base_lr, set Config.grad_clip (e.g. 5.0), or check the calibration inputs")
             optimizer.zero_grad(set_to_none=True)
+            if extra_optimizer is not None:
+                extra_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
+            learner.after_backward()
             optimizer.step()
-            history.append(dict(step=step, sparsity=sparsity.item(), loss_rec=loss_rec.item(),
-                                loss_c=loss_c.item(), loss=loss.item(), lr=lr))
+            if extra_optimizer is not None:
+                extra_optimizer.step()
+            learner.after_step(step, config.steps)
+            history.append(dict(step=step, sparsity=sparsity, loss_rec=loss_rec.item(), **logs,
+                                loss=loss.item(), lr=lr))
             if step % config.layer_log_every == 0 or step == config.steps - 1:
-                layer_history.append(dict(step=step, **sparsifier.layer_sparsities()))
-            bar.set_postfix(S=f"{sparsity.item():.4f}", L_rec=f"{loss_rec.item():.4f}")
+                layer_history.append(dict(step=step, **learner.layer_sparsities()))
+            bar.set_postfix(S=f"{sparsity:.4f}", L_rec=f"{loss_rec.item():.4f}")
 
     # --- exact control: project, then squash the masks into plain weights ---
-    before = float(sparsifier.global_sparsity().detach())
-    thresholds = sparsifier.thresholds()
+    if learner.selection_batches > 0:
+        learner.score_masks = _KdScorer(student, teacher, calibration_data, learner.selection_batches, config, device)
     dense_weights = {n: m.parametrizations.weight.original.detach() for n, m in layers.items()}
     zeros_elsewhere = sum(int((m.weight == 0).sum()) for n, m in all_weight_layers(student).items() if n not in layers)
-    if config.project:
-        masks, tau = project_masks(dense_weights, thresholds, zeros_target, zeros_elsewhere)
-    else:
-        masks, tau = {n: sparsifier.masks()[n].mask(w).detach() for n, w in dense_weights.items()}, 1.0
+    masks, tau, thresholds = learner.final_masks(dense_weights, zeros_target, zeros_elsewhere, config.project)
+    before = learner.sparsity_before_projection()
     for module in layers.values():
         unparametrize(module, leave_parametrized=False)
     with torch.no_grad():
         for name, module in layers.items():
-            module.weight.mul_(masks[name])
+            module.weight.copy_(learner.export(name, module.weight, masks[name], tau))
     if config.bn_mode == "eval":
         recalibrate_bn(student, stream, config.bn_recalibration_batches, device=device)
     student.eval()
     zeros, total = count_zeros(student)
     final_allocation = {r["layer"]: r["sparsity"] for r in weight_sparsity_table(student) if r["layer"] in layers}
     return SparsifyResult(
-        model=student, allocation=final_allocation, init_allocation=init_allocation,
-        thresholds={n: t * tau for n, t in thresholds.items()} if config.project else thresholds,
+        model=student, allocation=final_allocation, init_allocation=init_allocation, thresholds=thresholds,
         history=history, layer_history=layer_history, target=target,
         sparsity_before_projection=before, sparsity_after_projection=zeros / total, zeros=zeros, total=total,
         projection_shift=tau, wall_time=time.perf_counter() - start_time, config=config)
+
+
+def sparsify(model: nn.Module, calibration_data, target: float | None = None, config: Config | None = None,
+             allocation: dict[str, float] | None = None, learn_thresholds: bool = True) -> SparsifyResult:
+    """Run FCPTS on a copy of ``model`` and return the exactly-sparse, squashed result.
+
+    ``allocation`` (optional) replaces the ERK start; with ``learn_thresholds=False`` the thresholds stay
+    frozen at it, which gives any allocation the same reconstruction budget as FCPTS (baseline tier c).
+    """
+    return learn_allocation(model, calibration_data, target, config, FcptsLearner(learn_thresholds), allocation)

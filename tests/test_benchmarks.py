@@ -12,7 +12,7 @@ from fcpts import Config
 from fcpts.data import DataBundle
 from fcpts.pot import PotConfig
 
-from benchmarks import demo_time, exact_control, gpu, memory, quality, speed, ste_lambda, summarize
+from benchmarks import demo_time, exact_control, gpu, learners, memory, quality, speed, ste_lambda, summarize
 
 
 def toy_bundle():
@@ -176,3 +176,15 @@ def test_summary_from_result_files(results):
     assert "exact zero count" in text and "FCPTS step / plain masked-KD step" in text
     assert "cnn" in text and "dense" in text
     assert not math.isnan(float(len(text)))
+
+
+def test_learner_step_costs_are_ratios_to_fcpts_measured_in_one_process():
+    config = Config.quick_cpu(batch_size=8, progress=False)
+    res = learners.step_costs(make_model("cnn"), toy_bundle(), config, short=1, long=2, repeats=1)
+    assert set(res) == {"fcpts", "str", "probmask", "dsa"}
+    assert res["fcpts"]["ratio_to_fcpts"] == pytest.approx(1.0)
+    for r in res.values():
+        assert len(r["samples"]) == 1 and math.isfinite(r["seconds_per_step"]) and r["ratio_to_fcpts"] is not None
+    assert "| probmask |" in learners.markdown(res)
+    with pytest.raises(ValueError):
+        learners.step_costs(make_model("cnn"), toy_bundle(), config, short=2, long=2)

@@ -70,3 +70,28 @@ def test_demo_prints_the_same_numbers_twice(tmp_path, capsys):
     assert {r["method"] for r in rows} == {"dense", "FCPTS", "uniform+BN", "global+BN"}
     assert all(r["achieved_sparsity"] == pytest.approx(0.8, abs=1e-7) for r in rows if r["method"] != "dense")
     assert (tmp_path / "a" / "demo_allocation_80.png").is_file()
+
+
+@pytest.mark.parametrize("method,tier", [("str", None), ("dsa", None), ("probmask", None), ("erk", "b")])
+def test_run_any_registered_post_training_method(imagefolder, tmp_path, method, tier):
+    out = tmp_path / method
+    args = ["run", "--method", method, "--dataset", "imagenet", "--data", str(imagefolder), "--target", "0.7",
+            "--out", str(out), *TINY] + (["--tier", tier] if tier else [])
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == method and metrics["zeros"] == round(0.7 * metrics["total"])
+    state = torch.load(out / "sparse_state_dict.pt", weights_only=True)
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() in (2, 4)]
+    assert sum(int((w == 0).sum()) for w in weights) == metrics["zeros"]
+    assert json.loads((out / "allocation.json").read_text())
+    if tier is None:
+        assert (out / "history.csv").is_file()
+
+
+@pytest.mark.parametrize("args,message", [(["--method", "magic"], "unknown method"),
+                                          (["--method", "prune_train-uniform"], "training family"),
+                                          (["--method", "erk", "--tier", "z"], "does not apply")])
+def test_run_rejects_methods_it_cannot_run(imagefolder, tmp_path, capsys, args, message):
+    code = main(["run", *args, "--dataset", "imagenet", "--data", str(imagefolder), "--out", str(tmp_path / "o"), *TINY])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing left behind

@@ -1,11 +1,13 @@
 """The comparison runner on a tiny model and data: the tidy table, and resumability."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+import fcpts.registry as registry
 import fcpts.runner as runner
 from conftest import make_model
 from fcpts import Config
@@ -47,9 +49,10 @@ class Counter:
 
 @pytest.fixture
 def counted(monkeypatch):
-    counters = {name: Counter(getattr(runner, name)) for name in ("prune_baseline", "sparsify", "prune_train")}
+    counters = {name: Counter(getattr(registry, name)) for name in ("prune_baseline", "learn_allocation", "prune_train")}
     for name, counter in counters.items():
-        monkeypatch.setattr(runner, name, counter)
+        monkeypatch.setattr(registry, name, counter)
+    counters["sparsify"] = counters["learn_allocation"]  # FCPTS and every learner run through the one loop
     return counters
 
 
@@ -141,3 +144,42 @@ def test_a_sweep_split_over_processes_merges_into_one_table(tmp_path, counted):
     assert counted["prune_baseline"].calls == calls
     with pytest.raises(SystemExit):
         runner.main(["--out", str(tmp_path / "part1.csv"), "--merge", str(tmp_path / "missing.csv")])
+
+
+def test_registry_names_every_method_once_with_one_calling_convention():
+    assert set(registry.LEARNERS) <= set(registry.METHODS)
+    assert {"dense", "uniform", "global", "erk", "lamp", "pot", "fcpts", "prune_train-uniform"} <= set(registry.METHODS)
+    for name, method in registry.METHODS.items():
+        assert method.name == name and method.family in registry.FAMILY_PHASE and method.description
+        assert callable(method.run)
+    with pytest.raises(ValueError, match="registered already"):
+        registry.register(registry.METHODS["str"])
+    with pytest.raises(ValueError, match="unknown method"):
+        run(Path("/nonexistent"), methods=("magic",))
+
+
+def test_learner_rows_with_trajectories_and_allocations_and_a_merge(tmp_path, counted):
+    kw = dict(methods=("str", "probmask", "dsa"), schedules=(), fcpts=True, dense=False, targets=(0.8,))
+    table = run(tmp_path, out_csv=tmp_path / "l1.csv", **kw)
+    assert sorted(table.method) == ["dsa", "fcpts", "probmask", "str"] and set(table.tier) == {"c"}
+    assert counted["learn_allocation"].calls == 4
+    assert (table.zeros == (0.8 * table.total).round()).all()
+    assert table.sparsity_before_projection.between(0, 1).all()
+    assert table.config_hash.nunique() == 4  # each learner's options are part of its fingerprint
+    traj = runner.read_side(tmp_path / "l1.csv", "trajectories")
+    alloc = runner.read_side(tmp_path / "l1.csv", "allocations")
+    assert set(traj.method) == set(table.method) and traj.groupby("method").size().eq(2).all()  # 2 steps each
+    assert set(alloc.layer) == {"features.0", "features.3", "features.6", "fc"}
+    # resume: nothing recomputed; changed learner options: only that learner's row is new
+    run(tmp_path, out_csv=tmp_path / "l1.csv", **kw)
+    assert counted["learn_allocation"].calls == 4
+    from fcpts.learners import StrConfig
+
+    run(tmp_path, out_csv=tmp_path / "l1.csv", learner_options={"str": StrConfig(export="masked")}, **kw)
+    assert counted["learn_allocation"].calls == 5
+    # a second part, merged: the side tables follow their rows
+    run(tmp_path, out_csv=tmp_path / "l2.csv", **{**kw, "targets": (0.6,), "methods": ("str",), "fcpts": False})
+    merged = runner.merge_tables(tmp_path / "l1.csv", [tmp_path / "l2.csv"])
+    assert len(merged) == 6
+    traj = runner.read_side(tmp_path / "l1.csv", "trajectories")
+    assert sorted(traj.target.unique()) == [0.6, 0.8] and len(traj) == 2 * 6
