@@ -355,9 +355,48 @@ def ste_lambda_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     return lines, {}
 
 
+LEARNER_TABLE = ROOT / "data" / "learners_digits.csv"
+
+
+def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) -> tuple[list[str], dict]:
+    """FCPTS against the allocation learners (``data/learners_digits.csv``) and their step cost
+    (``learners_speed.json``); empty when neither exists."""
+    from fcpts.notebook import learner_summary
+    from fcpts.registry import DISPLAY_NAMES
+    from fcpts.runner import read_table
+
+    lines: list[str] = []
+    if table_path.exists():
+        table = read_table(table_path)
+        summary = learner_summary(table)
+        if len(summary):
+            dense = table[table.method == "dense"]
+            lines += ["## Allocation learners under FCPTS's post-training budget", "",
+                      f"`{table_path.relative_to(ROOT) if table_path.is_relative_to(ROOT) else table_path}` "
+                      "(the runner, embedded default"
+                      + (f", dense top-1 {100 * dense.top1.iloc[-1]:.2f} %" if len(dense) else "") + "). "
+                      "Cells: mean ± std over the seeds (n); S before = the sparsity of the method's own masks "
+                      "before the kit's exact projection; top-1 after it.", ""]
+            rows = []
+            for r in summary.itertuples(index=False):
+                std = lambda v: "" if pd.isna(v) else f" ± {v:.1f}"
+                rows.append([DISPLAY_NAMES.get(r.method, r.method), f"{r.target:.0%}", r.seeds,
+                             f"{r[3]:.1f}{std(r[4])}", f"{r[5]:.1f}", f"{r[6]:.1f}{std(r[7])}"])
+            lines += _table(["method", "target", "n", "S before (%)", "|S − S*| (points)", "top-1 after (%)"], rows)
+    speed = _load_json(results / "learners_speed.json")
+    if speed:
+        m = speed["machine"]
+        lines += ["", "Step cost against FCPTS's step, measured in one process (`benchmarks/learners.py`; "
+                  f"{speed['settings']['model']}, {speed['settings']['threads']} thread(s), load {m.get('loadavg')}):", ""]
+        lines += _table(["method", "s / step", "× FCPTS step"],
+                        [[DISPLAY_NAMES.get(k, k), f"{v['seconds_per_step']:.3f}", f"{v['ratio_to_fcpts']:.2f}"]
+                         for k, v in speed["results"].items()])
+    return lines, {}
+
+
 def build_summary(results: Path = RESULTS) -> str:
     sections, checks = [], {}
-    for fn in (quality_section, ste_lambda_section, exact_section, speed_section, memory_section):
+    for fn in (quality_section, learners_section, ste_lambda_section, exact_section, speed_section, memory_section):
         lines, ok = fn(results)
         if lines:
             sections.append("\n".join(lines))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .learners import _LayerLearner, _LearnerConfig, _logit
-from .masking import kth_smallest_abs
+from .masking import all_weight_layers, kth_smallest_abs
 from .projection import project_masks
 
 
@@ -42,6 +42,7 @@ class DsaConfig(_LearnerConfig):
     alpha_min: float = 0.02  # box of the budget projection; above the floor so mean p = α stays solvable
     alpha_max: float = 0.999  # (ERK's dense layers start here)
     final: str = "topk"  # final masks: the round(α_l·n_l) largest |w| per layer ("topk"), or one Bernoulli draw
+    # ("sample": the draw sets each layer's count; the projection then keeps that layer's largest |w|)
     tol: float = 1e-6  # |mean p − α| of the β₁ solve
 
     def __post_init__(self):
@@ -123,7 +124,10 @@ class BernoulliKeep(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         o = self.options
-        alpha = self.alpha().clamp(o.alpha_min, o.alpha_max)
+        alpha = self.alpha()
+        # Clamp the value, not the gradient: a plain clamp would cut the task gradient of every layer that
+        # starts at the box's edge (ERK's dense layers start at alpha_max); the ADMM term pulls α back inside.
+        alpha = alpha + (alpha.clamp(o.alpha_min, o.alpha_max) - alpha).detach()
         p, self.log_beta1 = keep_probability(weight, alpha, o.beta2, o.floor, self.log_beta1, o.tol)
         draw = torch.bernoulli(p.detach(), generator=self.generator)
         self.pruned = int(draw.numel() - draw.sum())
@@ -159,19 +163,15 @@ class DsaLearner(_LayerLearner):
     def prepare(self, student, allocation, config):
         self.config = config
         self.generator = torch.Generator(device=next(student.parameters()).device).manual_seed(config.seed)
+        zeros = round(config.target * sum(m.weight.numel() for m in all_weight_layers(student).values()))
         self._attach(student, config, lambda i, n, w: BernoulliKeep(w, 1.0 - allocation[n], self.options, self.generator))
-        _, zeros = self._zero_budget(student, config)
-        self.budget = self.n_total - zeros - (self.n_total - self.n_prunable)  # kept prunable weights
-        self.sizes = torch.tensor([float(m.weight.numel()) for m in self.layers.values()], dtype=torch.float64)
-        alphas = self.alphas().double()
+        self.budget = self.n_prunable - zeros  # kept prunable weights (excluded layers count as dense in N)
+        device = next(student.parameters()).device
+        self.sizes = torch.tensor([float(w.numel()) for w in self.originals().values()], dtype=torch.float64,
+                                  device=device)
+        alphas = self.alphas().detach().double()
         self.z = project_budget(alphas, self.sizes, self.budget, self.options.alpha_min, self.options.alpha_max)
         self.u = torch.zeros_like(self.z)
-
-    @staticmethod
-    def _zero_budget(student, config):
-        from .allocation import zero_budget
-
-        return zero_budget(student, config.target, config.include, config.exclude)
 
     def raws(self) -> list[nn.Parameter]:
         return [m.raw for m in self.mods().values()]
@@ -216,7 +216,7 @@ class DsaLearner(_LayerLearner):
                 own[n] = torch.bernoulli(p, generator=self.generator).to(w.dtype)
             # thresholds that put each layer's cut where its own draw's count is: projection keeps the shape
             thresholds = {n: kth_smallest_abs(w, 1.0 - float(own[n].mean())) for n, w in weights.items()}
-        self.before = (sum(float((1 - m).sum()) for m in own.values()) + zeros_elsewhere) / self.n_total
+        self.before = sum(float((1 - m).sum()) for m in own.values()) / self.n_total  # as FCPTS: prunable layers
         if not project:
             return own, 1.0, thresholds
         masks, tau = project_masks(weights, thresholds, zeros, zeros_elsewhere)

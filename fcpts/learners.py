@@ -126,7 +126,7 @@ class StrLearner(_LayerLearner):
         return 0.0, torch.tensor(self._global({n: m.pruned for n, m in self.mods().items()})), {}
 
     def layer_sparsities(self):
-        return {n: k / self.layers[n].weight.numel() for n, k in self._pruned().items()}
+        return {n: k / w.numel() for (n, k), w in zip(self._pruned().items(), self.originals().values())}
 
     def sparsity_before_projection(self):
         return self._global(self._pruned())
@@ -140,15 +140,18 @@ class StrLearner(_LayerLearner):
         if not project:
             return {n: (w.abs() > thresholds[n]).to(w.dtype) for n, w in weights.items()}, 1.0, thresholds
         masks, tau = project_masks(weights, thresholds, zeros, zeros_elsewhere)
-        # Weights the projection revives (τ < 1) need a non-zero value: shrink by the lower threshold τ·t then.
-        self.shrink = {n: t * min(tau, 1.0) for n, t in thresholds.items()}
+        self.shrink = {n: (t, t * min(tau, 1.0)) for n, t in thresholds.items()}
         return masks, tau, {n: t * tau for n, t in thresholds.items()}
 
     def export(self, name, weight, mask, tau):
         if self.options.export == "masked":
             return weight * mask
-        shrunk = (weight.abs() - self.shrink[name]).clamp_min(torch.finfo(weight.dtype).tiny)
-        return torch.sign(weight) * shrunk * mask
+        # STR's own weights: |w| − t. Weights the projection revives (τ < 1, |w| <= t) would be 0 there: they
+        # are shrunk by the projected threshold τ·t instead, and never to exactly 0 (the count stays exact).
+        t, projected = self.shrink[name]
+        magnitude = weight.abs()
+        shrunk = torch.where(magnitude > t, magnitude - t, magnitude - projected)
+        return torch.sign(weight) * shrunk.clamp_min(torch.finfo(weight.dtype).tiny) * mask
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -257,8 +260,7 @@ class ProbMaskLearner(_LayerLearner):
         self.generator = torch.Generator(device=next(student.parameters()).device).manual_seed(config.seed)
         self._attach(student, config, lambda i, n, w: ConcreteMask(w, self.options.score_init, self.options.logit_eps,
                                                                     self.generator))
-        self.excluded = self.n_total - self.n_prunable
-        self.chosen: dict[str, torch.Tensor] | None = None
+        self.start = {n: 0.0 for n in self.layers}  # every keep probability at 1: ProbMask starts dense, not at ERK
 
     def scores(self) -> list[nn.Parameter]:
         return [m.score for m in self.mods().values()]
@@ -292,6 +294,7 @@ class ProbMaskLearner(_LayerLearner):
 
     @torch.no_grad()
     def layer_sparsities(self):
+        """Per layer: the fraction of keep probabilities below 0.5 (the per-step trajectory reads the sampled masks)."""
         return {n: float((m.score < 0.5).sum()) / m.score.numel() for n, m in self.mods().items()}
 
     def sparsity_before_projection(self):
@@ -311,7 +314,7 @@ class ProbMaskLearner(_LayerLearner):
         for m in self.mods().values():
             m.fixed = None
         self.selection_loss = best_loss
-        self.before = (sum(float((1 - best[n]).sum()) for n in best) + zeros_elsewhere) / self.n_total
+        self.before = sum(float((1 - best[n]).sum()) for n in best) / self.n_total  # as FCPTS: prunable layers
         if not project:
             return best, 1.0, {}
         # Keep the draw's kept weights first, then by keep probability; exact zeros in w go first of all.

@@ -115,14 +115,19 @@ def layer_history_frame(result: Any, label: str) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------------------
 # the comparison table of notebook 03: resume the runner's CSV, computing at most `max_new_runs` rows
 # ----------------------------------------------------------------------------------------------------------
-def working_table(results_dir: str, dataset: str, reference_dir: str = "data") -> Path:
-    """``<results_dir>/comparison_<dataset>.csv``; when it does not exist yet but the committed reference
-    ``data/comparison_<dataset>.csv`` does, the reference is copied there first so its rows count as done."""
-    path = result_path(results_dir, f"comparison_{dataset}.csv")
-    reference = result_path(reference_dir, f"comparison_{dataset}.csv")
+def working_table(results_dir: str, dataset: str, reference_dir: str = "data", kind: str = "comparison") -> Path:
+    """``<results_dir>/<kind>_<dataset>.csv``; when it does not exist yet but the committed reference
+    ``data/<kind>_<dataset>.csv`` does, the reference (and its side tables) is copied there first so its rows
+    count as done. ``kind``: "comparison" (allocations, FCPTS, schedules) or "learners" (FCPTS and the learners)."""
+    from .runner import SIDE_KINDS, side_path
+
+    path = result_path(results_dir, f"{kind}_{dataset}.csv")
+    reference = result_path(reference_dir, f"{kind}_{dataset}.csv")
     if not path.exists() and reference.exists() and reference.resolve() != path.resolve():
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(reference, path)
+        for source, dest in [(reference, path)] + [(side_path(reference, k), side_path(path, k)) for k in SIDE_KINDS]:
+            if source.exists():
+                shutil.copyfile(source, dest)
     return path
 
 
@@ -175,6 +180,45 @@ def resume_comparison(config: Config, csv_path: Path, targets: Iterable[float], 
                        **runner_kwargs)
         computed += len(read_table(csv_path)) - n
     return read_table(csv_path), computed
+
+
+def read_learners(results_dir: str, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+    """The learners' table (current rows), their per-step trajectories and final allocations, or None."""
+    from .runner import read_side, read_table
+
+    path = result_path(results_dir, f"learners_{dataset}.csv")
+    if not path.exists():
+        return None
+    table = current_rows(read_table(path))
+    keys = ["method", "target", "seed", "config_hash"]
+    current = table[keys].astype(str).apply(tuple, axis=1)
+
+    def side(kind: str) -> pd.DataFrame:
+        rows = read_side(path, kind)
+        return rows[rows[keys].astype(str).apply(tuple, axis=1).isin(set(current))] if len(rows) else rows
+
+    return table, side("trajectories"), side("allocations")
+
+
+def learner_summary(table: pd.DataFrame, targets: Iterable[float] | None = None) -> pd.DataFrame:
+    """Per learner and target, over seeds: sparsity before the projection and top-1 after it (mean, std, n),
+    in percent. "Reaches the target" and "accurate at the target" are separate columns."""
+    from .registry import METHODS
+
+    rows = table[table["method"].map(lambda m: m in METHODS and METHODS[m].family == "learner")]
+    if targets is not None:
+        rows = rows[rows["target"].round(6).isin([round(float(t), 6) for t in targets])]
+    rows = rows.assign(gap=(rows["sparsity_before_projection"] - rows["target"]).abs())
+    grouped = rows.groupby(["method", "target"], sort=False)
+    out = pd.DataFrame({
+        "seeds": grouped["seed"].nunique(),
+        "S before projection (%)": 100 * grouped["sparsity_before_projection"].mean(),
+        "± (before)": 100 * grouped["sparsity_before_projection"].std(ddof=1),
+        "|S − S*| before (points)": 100 * grouped["gap"].mean(),
+        "top-1 after projection (%)": 100 * grouped["top1"].mean(),
+        "± (top-1)": 100 * grouped["top1"].std(ddof=1),
+    })
+    return out.reset_index()
 
 
 def current_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -353,6 +397,31 @@ def _draw_accuracy_vs_time(results_dir, tag, dataset, target):
     return plot_accuracy_vs_time(table[table["method"] != "dense"], targets)
 
 
+LEARNER_TARGETS = (0.8, 0.9)  # the targets the learner figures show
+
+
+def _draw_learner_trajectories(results_dir, tag, dataset, target):
+    found = read_learners(results_dir, dataset)
+    if found is None or found[1].empty:
+        return None
+    from .plotting import plot_learner_trajectories
+
+    present = sorted(set(found[1]["target"].round(6)))
+    targets = [t for t in LEARNER_TARGETS if t in present] or present[-2:]
+    return plot_learner_trajectories(found[1], targets)
+
+
+def _draw_learner_allocations(results_dir, tag, dataset, target):
+    found = read_learners(results_dir, dataset)
+    if found is None or found[2].empty:
+        return None
+    from .plotting import plot_learner_allocations
+
+    present = sorted(set(found[2]["target"].round(6)))
+    targets = [t for t in LEARNER_TARGETS if t in present] or present[-2:]
+    return plot_learner_allocations(found[2], targets, seed=int(found[2]["seed"].min()))
+
+
 def kit_rows_for_published(table: pd.DataFrame) -> pd.DataFrame:
     """This kit's counterparts of the published curves: uniform masks only (tier a, like msbench without
     reconstruction), uniform with FCPTS's reconstruction (tier c) and FCPTS."""
@@ -386,6 +455,8 @@ FIGURES = {
     "accuracy_vs_sparsity": _draw_accuracy_vs_sparsity,  # notebook 03
     "schedules": _draw_schedules,
     "accuracy_vs_time": _draw_accuracy_vs_time,
+    "learner_trajectories": _draw_learner_trajectories,
+    "learner_allocations": _draw_learner_allocations,
     "published_vs_kit": _draw_published,  # notebook 04
 }
 

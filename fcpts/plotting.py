@@ -20,7 +20,8 @@ METHOD_COLORS = {
     "dense": "#333333", "fcpts": "#d62728", "fcpts-ste": "#ff7f0e", "fcpts-released": "#d62728",
     "uniform": "#1f77b4", "global": "#2ca02c", "erk": "#9467bd", "lamp": "#8c564b", "pot": "#e377c2",
     "one_shot": "#7f7f7f", "iterative": "#bcbd22", "agp": "#17becf", "one_cycle": "#aec7e8", "paper": "#000000",
-    "unipts": "#7f3c8d",
+    "unipts": "#7f3c8d", "str": "#1f77b4", "probmask": "#2ca02c", "dsa": "#9467bd",
+    "dsa-style": "#9467bd",  # plot_allocation colours a curve by the first word of its label
 }
 
 
@@ -106,6 +107,7 @@ METHOD_LABELS = {
     "uniform": "uniform", "global": "global magnitude", "erk": "ERK", "lamp": "LAMP", "pot": "POT-style",
     "one_shot": "one-shot", "iterative": "iterative", "agp": "AGP", "one_cycle": "one-cycle", "paper": "paper",
     "unipts": "UniPTS", "abs": "abs: |S − S*|", "pow2": "pow2: (S − S*)²",
+    "str": "STR", "probmask": "ProbMask", "dsa": "DSA-style (unstructured, parameter budget)",
 }
 CLAIM_PHRASES = {"top1_gain_vs_previous_pts_sota": "above the previous post-training-sparsity state of the art",
                  "top1_drop_vs_dense": "below the dense model"}
@@ -398,4 +400,44 @@ def plot_published(published, ours=None, model: str = "ResNet-50",
     right.set_ylim(-2, 102)
     fig.suptitle(title, fontweight="bold", y=1.0)
     fig.tight_layout()
+    return fig
+
+
+def plot_learner_trajectories(trajectories, targets, title: str = "Global sparsity of each learner's masks, step by step"):
+    """One panel per target: the global sparsity of every learner's masks per step (line: mean over seeds,
+    band: min–max), the target dashed. Where a curve ends is where the learner left the sparsity before the
+    kit's exact projection moved it to the target."""
+    use_style()
+    targets = list(targets)
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.6 * len(targets), 4.0), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        part = trajectories[(trajectories["target"] - target).abs() < 1e-9]
+        for method, rows in part.groupby("method", sort=False):
+            stats = rows.groupby("step")["sparsity"].agg(["mean", "min", "max"])
+            c = color(method)
+            seeds = rows["seed"].nunique()
+            ax.plot(stats.index, stats["mean"], color=c, linewidth=1.5, label=label(method))
+            if seeds > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=c, alpha=0.18, linewidth=0)
+        ax.axhline(target, color="#333333", linestyle="--", linewidth=1, label="target S*")
+        ax.set_xlabel("step")
+        ax.set_ylabel("global sparsity of the masks")
+        ax.set_title(f"target {target:.0%}")
+        lowest = part.groupby(["method", "step"])["sparsity"].mean().min() if len(part) else target
+        ax.set_ylim(max(0.0, min(target - 0.1, lowest - 0.03)), min(1.0, target + 0.1))
+    fig.suptitle(title, fontweight="bold")
+    _legend_below(fig, axes[0], ncol=5)
+    return fig
+
+
+def plot_learner_allocations(allocations, targets, seed: int = 0, title: str = "Learned per-layer sparsity"):
+    """One panel per target: each learner's final per-layer sparsity (after the projection) beside FCPTS's."""
+    use_style()
+    targets = list(targets)
+    fig, axes = plt.subplots(len(targets), 1, figsize=(11, 3.6 * len(targets)), squeeze=False, layout="constrained")
+    for ax, target in zip(axes[:, 0], targets):
+        part = allocations[((allocations["target"] - target).abs() < 1e-9) & (allocations["seed"] == seed)]
+        curves = {label(m): dict(zip(rows["layer"], rows["sparsity"])) for m, rows in part.groupby("method", sort=False)}
+        if curves:
+            plot_allocation(curves, title=f"{title} at {target:.0%} (seed {seed})", ax=ax)
     return fig

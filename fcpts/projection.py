@@ -21,12 +21,10 @@ def project_masks(weights: dict[str, torch.Tensor], thresholds: dict[str, float]
     """
     names = list(weights)
     scores = {n: weights[n].detach().abs().float() / max(thresholds[n], 1e-12) for n in names}
-    to_prune = zeros - zeros_elsewhere
-    already_zero = sum(int((s == 0).sum()) for s in scores.values())
-    if to_prune < 0 or already_zero > to_prune:
-        raise ValueError(f"the model already holds {already_zero + zeros_elsewhere:,} exact zero weights, more than "
-                         f"the {zeros:,} the target asks for; raise the target")
-    return project_scores(scores, to_prune)
+    if zeros < zeros_elsewhere:
+        raise ValueError(f"the excluded layers already hold {zeros_elsewhere:,} exact zero weights, more than the "
+                         f"{zeros:,} the target asks for; raise the target")
+    return project_scores(scores, zeros - zeros_elsewhere)
 
 
 @torch.no_grad()
@@ -34,10 +32,14 @@ def project_scores(scores: dict[str, torch.Tensor], to_prune: int) -> tuple[dict
     """0/1 masks that remove exactly the ``to_prune`` lowest of all ``scores`` (ties by position), and the cut.
 
     The one global cut every method's final step shares: FCPTS, STR and DSA-style score a weight by |w| / t_l,
-    ProbMask by its sampled mask and keep probability.
+    ProbMask by its sampled mask and keep probability. A score of exactly 0 must mean "already zero".
     """
     names = list(scores)
     flat = torch.cat([scores[n].detach().flatten().float() for n in names])
+    already_zero = int((flat == 0).sum())  # score 0 marks a weight that is exactly zero already: it goes first
+    if already_zero > to_prune:
+        raise ValueError(f"the model already holds {already_zero:,} exact zero weights, more than the {to_prune:,} "
+                         "the target asks for; raise the target")
     if to_prune > flat.numel():
         raise ValueError(f"cannot zero {to_prune:,} of {flat.numel():,} prunable weights")
     prune = torch.zeros_like(flat, dtype=torch.bool)

@@ -232,6 +232,7 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     layers, zeros_target = zero_budget(student, target, config.include, config.exclude)
     init_allocation = dict(allocation) if allocation is not None else start_allocation(student, target, config)
     learner.prepare(student, init_allocation, config)
+    init_allocation = getattr(learner, "start", None) or init_allocation  # a learner that ignores the ERK start says so
 
     stream = CalibrationStream(calibration_data, config.batch_size, config.seed, config.num_workers)
     extra_optimizer = learner.extra_optimizer(config)

@@ -61,6 +61,11 @@ papermill --help-notebook notebooks/{name}.ipynb                                
 runs. All paths are relative to the repository root, wherever the notebook runs from.'''
 
 
+LEARNER_READING = '''
+**Reading it.** (Written from the committed table; rerun the runner to check it on your machine.)
+'''
+
+
 def _join(*parts: str) -> str:
     """Dedent each part on its own, then join them with a blank line."""
     return "\n\n".join(textwrap.dedent(p).strip() for p in parts if p.strip())
@@ -642,10 +647,76 @@ NB03 = [
     at = current[(current["target"] - target).abs() < 1e-9]
     at[["method", "tier", "schedule", "top1", "wall_time", "steps"]].sort_values("wall_time").round(3)'''),
     md('''
+    ## 5 · Why a controllable objective: FCPTS against other allocation *learners*
+
+    FCPTS does not only claim that a learned allocation beats a fixed one. Its argument is that the methods
+    that already *learn* per-layer sparsity were built for training-aware pruning and "fail to converge stably
+    under the PTS setting with limited data and much less training cost"; a differentiable bridge plus a
+    controllable objective fix that. To test the argument, three such learners run here with **exactly
+    FCPTS's post-training budget** — the same calibration images and augmentations, batch, steps, KD loss
+    against the frozen dense teacher, SGD on the weights, BN mode and dense model — through the same loop
+    (`fcpts.sparsify.learn_allocation`); only how the allocation is learned differs:
+
+    | learner | what it learns | how it meets the budget |
+    |---|---|---|
+    | **STR** (Kusupati et al. 2020) | one soft threshold per layer; the weight used is sign(w)·max(|w| − t, 0) | it does not: there is no budget term |
+    | **ProbMask** (Zhou et al. 2021) | a keep probability per weight; binary-concrete masks, rising inverse temperature | after every step, one global shift of all probabilities holds a cubic ramp of the budget *in expectation* |
+    | **DSA-style** (Ning et al. 2020; here unstructured, with a parameter budget) | one keep ratio per layer; per-weight keep probabilities solved from it; Bernoulli masks | an ADMM-style penalty and dual update on the keep ratios |
+
+    Every method ends with the same step, the kit's exact projection to round(S*·N) zeros, so two questions get
+    two separate answers: **does the learner reach the target by itself** (the sparsity of its own masks before
+    the projection; the curves below), and **is it accurate at the target** (top-1 after the projection).
+    Method details, and which choices are unverified and therefore options: `../shared/docs/method.md` §7 and
+    the docstrings of `fcpts/learners.py` and `fcpts/dsa.py`. The rows come from the same runner, in their own
+    table `data/learners_<dataset>.csv` (with per-step trajectories and final allocations beside it):
+    `python -m fcpts.runner --out data/learners_digits.csv --methods str probmask dsa --schedules`.
+    '''),
+    code('''
+    from fcpts.registry import DISPLAY_NAMES, LEARNERS
+
+    learner_csv = nb.working_table(results_dir, dataset, kind="learners")
+    with nb.Timer() as timer:
+        learners_table, computed = nb.resume_comparison(config, learner_csv, targets, max_new_runs,
+                                                        methods=LEARNERS, tiers=("c",), schedules=())
+    print(f"{learner_csv}: computed {computed} new rows in {timer.seconds:.0f} s (max_new_runs = {max_new_runs})")
+    for name in ("fcpts",) + LEARNERS:
+        print(f"{name:>9}: {DISPLAY_NAMES[name]}")'''),
+    check('''
+    found = nb.read_learners(results_dir, dataset)
+    learner_rows = found[0][found[0]["method"].isin(("fcpts",) + LEARNERS)] if found else None
+    if learner_rows is not None and len(learner_rows):
+        exact = ((learner_rows["achieved_sparsity"] - learner_rows["target"]).abs() < 1e-4).all()
+        print(f"learners in the table: {sorted(set(learner_rows['method']))}")
+        print(f"every learner row meets its target exactly after the projection: {bool(exact)}")
+    else:
+        print("no learner rows yet: run the runner line above")'''),
+    md('''
+    ### Does each learner reach the target by itself?
+
+    The global sparsity of each method's own masks at every step (mean over seeds; the band spans the seeds),
+    at 80 % and 90 %. FCPTS's curve is the bridge's exact count; STR's the weights under their thresholds;
+    ProbMask's the concrete masks read at 0.5 (it starts dense and follows its ramp); DSA-style's the Bernoulli
+    draws. Where a curve ends is what the projection then has to close in one cut.
+    '''),
+    code('''
+    nb.draw("learner_trajectories", tag, results_dir, figures_dir, dataset=dataset, target=target)
+    summary = nb.learner_summary(found[0], nb.LEARNER_TARGETS) if found else None
+    summary.round(2) if summary is not None else None'''),
+    md(LEARNER_READING),
+    md('''
+    ### What did they learn?
+
+    Each learner's per-layer sparsity after the projection, beside FCPTS's (seed 0). STR and DSA-style start
+    from the same ERK allocation as FCPTS; ProbMask's allocation emerges from one global shift of per-weight
+    probabilities that start at 1 (dense).
+    '''),
+    code('''
+    nb.draw("learner_allocations", tag, results_dir, figures_dir, dataset=dataset, target=target)'''),
+    md('''
     ## Summary
 
-    The table behind these figures is `data/comparison_<dataset>.csv`; every figure is redrawn from it by
-    notebook 04. To extend it (more targets, seeds or methods), run the runner, or this notebook with
+    The tables behind these figures are `data/comparison_<dataset>.csv` and `data/learners_<dataset>.csv`; every
+    figure is redrawn from them by notebook 04. To extend it (more targets, seeds or methods), run the runner, or this notebook with
     `max_new_runs: -1`: only the missing rows are computed.
     '''),
 ]
@@ -667,6 +738,7 @@ NB04 = [
     | `objective_<tag>` | `objective_<tag>.csv` (01) |
     | `fcpts_allocation_<tag>`, `fcpts_convergence_<tag>`, `fcpts_losses_<tag>` | `fcpts_allocation_<tag>.csv`, `fcpts_history_<tag>.csv`, `fcpts_summary_<tag>.csv` (02) |
     | `accuracy_vs_sparsity_<tag>`, `schedules_<tag>`, `accuracy_vs_time_<tag>` | `comparison_<dataset>.csv` (03, the runner) |
+    | `learner_trajectories_<tag>`, `learner_allocations_<tag>` | `learners_<dataset>.csv` and its `_trajectories` / `_allocations` side tables (03, the runner) |
     | `published_vs_kit_<tag>` | `data/published_numbers.csv` and `comparison_<dataset>.csv` |
 
     `<tag>` is `<model>_<dataset>`, e.g. `resnet50_digits`. With `params/full.yaml` it draws the ImageNet

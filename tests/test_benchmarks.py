@@ -188,3 +188,21 @@ def test_learner_step_costs_are_ratios_to_fcpts_measured_in_one_process():
     assert "| probmask |" in learners.markdown(res)
     with pytest.raises(ValueError):
         learners.step_costs(make_model("cnn"), toy_bundle(), config, short=2, long=2)
+
+
+def test_learner_section_of_the_summary(results, tmp_path):
+    from fcpts.runner import run_comparison
+
+    config = Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64)
+    table_path = tmp_path / "learners_toy.csv"
+    run_comparison(config, methods=("str",), targets=(0.8,), seeds=(0, 1), out_csv=table_path, tiers=(),
+                   schedules=(), model=make_model("cnn").eval(), data=toy_bundle(), progress=False)
+    res = learners.step_costs(make_model("cnn"), toy_bundle(), config, methods=("fcpts", "str"), short=1, long=2,
+                              repeats=1)
+    from benchmarks._common import envelope, write_json
+
+    write_json(envelope("learners_speed", dict(model="cnn", threads=1), res), results / "learners_speed.json")
+    lines, _ = summarize.learners_section(results, table_path)
+    text = "\n".join(lines)
+    assert "## Allocation learners" in text and "| STR | 80% | 2 |" in text and "| FCPTS | 80% | 2 |" in text
+    assert "× FCPTS step" in text

@@ -225,3 +225,29 @@ def test_learner_options_are_validated():
         DsaConfig(alpha_min=0.005)
     with pytest.raises(ValueError):
         DsaConfig(final="median")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the learners' state must follow the model)")
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_every_learner_runs_on_cuda(name):
+    model = make_model("cnn")
+    images = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(13))
+    result = learn_allocation(model, images, 0.8, tiny(device="cuda"), LEARNERS[name]())
+    assert result.zeros == round(0.8 * result.total)
+
+
+def test_dsa_layers_at_the_edge_of_the_box_still_get_the_task_gradient():
+    w = torch.randn(20, 10, generator=torch.Generator().manual_seed(14))
+    from fcpts.dsa import BernoulliKeep
+
+    keep = BernoulliKeep(w, 1.0, DsaConfig(), torch.Generator().manual_seed(0))  # an ERK-dense layer: starts at alpha_max
+    (keep(w) * torch.randn(20, 10, generator=torch.Generator().manual_seed(15))).sum().backward()
+    assert keep.raw.grad is not None and float(keep.raw.grad) != 0.0
+
+
+def test_str_export_keeps_its_trained_shrinkage_when_the_projection_revives_weights():
+    learner = StrLearner()
+    w = torch.tensor([[0.05, -0.2, 0.5, -0.9]])
+    learner.shrink = {"l": (0.3, 0.15)}  # trained t = 0.3; the projection lowered it to τ·t = 0.15
+    out = learner.export("l", w, torch.tensor([[0.0, 1.0, 1.0, 1.0]]), 0.5)
+    assert torch.allclose(out, torch.tensor([[0.0, -0.05, 0.2, -0.6]]))  # revived: |w| − τt; kept: |w| − t
