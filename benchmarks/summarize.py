@@ -383,6 +383,19 @@ def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) 
                 rows.append([DISPLAY_NAMES.get(r.method, r.method), f"{r.target:.0%}", r.seeds,
                              f"{r[3]:.1f}{std(r[4])}", f"{r[5]:.1f}", f"{r[6]:.1f}{std(r[7])}"])
             lines += _table(["method", "target", "n", "S before (%)", "|S − S*| (points)", "top-1 after (%)"], rows)
+    frames = []
+    for path in sorted(results.glob("dsa_sensitivity_*_*.csv")):
+        field, value = path.stem.removeprefix("dsa_sensitivity_").rsplit("_", 1)
+        rows = read_table(path)
+        if len(rows):
+            frames.append(rows.assign(field=field, value=value))
+    if frames:
+        sens = pd.concat(frames, ignore_index=True)
+        lines += ["", "DSA-style with one unverified setting changed (defaults: ρ = 1, α lr 0.01; "
+                  "`benchmarks/dsa_sensitivity.py`), top-1 after / S before the projection (%):", ""]
+        lines += _table(["setting", "target", "seed", "S before (%)", "top-1 after (%)"],
+                        [[f"{r.field} = {r.value}", f"{r.target:.0%}", r.seed, _fmt(r.sparsity_before_projection, 1, True),
+                          _fmt(r.top1, 1, True)] for r in sens.itertuples()])
     speed = _load_json(results / "learners_speed.json")
     if speed:
         m = speed["machine"]

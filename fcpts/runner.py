@@ -179,6 +179,51 @@ def _selected(methods: Iterable[str], fcpts: bool, dense: bool, schedules: list[
     return chosen
 
 
+def _context(config: Config, model, model_name, data, train_data, schedules: list[str], finetune, pot_config,
+             scratch_model, learner_options, progress: bool) -> tuple[RunContext, str, list[str]]:
+    """The sweep's shared state: the dense model (default: the embedded one, or ``build_model``), the data per
+    seed (loaded once), the labelled train split of the schedule rows (skipped when there is none)."""
+    from .evaluate import resolve_device
+
+    if model is None:
+        model_name = model_name or config.model
+        if config.dataset == "digits" and config.model == "resnet50" and not config.weights:
+            from .models import load_embedded_model
+
+            model, _ = load_embedded_model(progress=progress)
+        else:
+            from .models import build_model
+
+            model = build_model(config.model, config.weights or None)
+    else:
+        model_name = model_name or type(model).__name__
+    bundles: dict[int, Any] = {}
+
+    def bundle(seed: int):
+        if seed not in bundles:
+            if data is None:
+                from .data import load_data
+
+                bundles[seed] = load_data(config.replace(seed=seed))
+            else:
+                bundles[seed] = data(seed) if callable(data) else data
+        return bundles[seed]
+
+    train_split = train_data
+    if train_split is None and schedules and config.dataset == "digits" and data is None:
+        from .data import DIGITS_SPLIT_SEED, digits_datasets
+
+        train_split = digits_datasets(config.image_size, seed=DIGITS_SPLIT_SEED)[0]
+    if schedules and train_split is None:
+        print("[fcpts.runner] no labelled train split given: skipping the schedule rows", file=sys.stderr)
+        schedules = []
+    ctx = RunContext(config=config, model=model.eval(), bundle=bundle, device=resolve_device(config.device),
+                     train_split=train_split, finetune=finetune,
+                     pot=pot_config or PotConfig(device=config.device, progress=False),
+                     scratch_model=scratch_model, learner_options=dict(learner_options or {}))
+    return ctx, model_name, schedules
+
+
 def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCATION_METHODS,
                    targets: Iterable[float] = DEFAULT_TARGETS, seeds: Iterable[int] = (0,),
                    out_csv: str | os.PathLike = "data/comparison_digits.csv", *,
@@ -208,7 +253,7 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
     Rows of learners (FCPTS included) also write their per-step global sparsity to
     ``<out>_trajectories.csv`` and their final per-layer sparsities to ``<out>_allocations.csv``.
     """
-    from .evaluate import evaluate, resolve_device
+    from .evaluate import evaluate
 
     config = config or Config.quick_cpu()
     targets = [check_target(t) for t in targets]
@@ -223,46 +268,9 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
     finetune = finetune or default_finetune(config.steps)
     csv_path = Path(out_csv)
     json_file = csv_path.with_suffix(".json") if json_path is True else (Path(json_path) if json_path else None)
-    device = resolve_device(config.device)
-
-    if model is None:
-        model_name = model_name or config.model
-        if config.dataset == "digits" and config.model == "resnet50" and not config.weights:
-            from .models import load_embedded_model
-
-            model, _ = load_embedded_model(progress=progress)
-        else:
-            from .models import build_model
-
-            model = build_model(config.model, config.weights or None)
-    else:
-        model_name = model_name or type(model).__name__
-    model = model.eval()
-
-    bundles: dict[int, Any] = {}
-
-    def bundle(seed: int):
-        if seed not in bundles:
-            if data is None:
-                from .data import load_data
-
-                bundles[seed] = load_data(config.replace(seed=seed))
-            else:
-                bundles[seed] = data(seed) if callable(data) else data
-        return bundles[seed]
-
-    train_split = train_data
-    if train_split is None and schedules and config.dataset == "digits" and data is None:
-        from .data import DIGITS_SPLIT_SEED, digits_datasets
-
-        train_split = digits_datasets(config.image_size, seed=DIGITS_SPLIT_SEED)[0]
-    if schedules and train_split is None:
-        print("[fcpts.runner] no labelled train split given: skipping the schedule rows", file=sys.stderr)
-        schedules = []
-
-    ctx = RunContext(config=config, model=model, bundle=bundle, device=device, train_split=train_split,
-                     finetune=finetune, pot=pot_config or PotConfig(device=config.device, progress=False),
-                     scratch_model=scratch_model, learner_options=dict(learner_options or {}))
+    ctx, model_name, schedules = _context(config, model, model_name, data, train_data, schedules, finetune,
+                                          pot_config, scratch_model, learner_options, progress)
+    model, bundle, device = ctx.model, ctx.bundle, ctx.device
     base = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
     base["model_id"] = model_fingerprint(model)
 

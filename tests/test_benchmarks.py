@@ -12,7 +12,8 @@ from fcpts import Config
 from fcpts.data import DataBundle
 from fcpts.pot import PotConfig
 
-from benchmarks import demo_time, exact_control, gpu, learners, memory, quality, speed, ste_lambda, summarize
+from benchmarks import (demo_time, dsa_sensitivity, exact_control, gpu, learners, memory, quality, speed, ste_lambda,
+                        summarize)
 
 
 def toy_bundle():
@@ -206,3 +207,16 @@ def test_learner_section_of_the_summary(results, tmp_path):
     text = "\n".join(lines)
     assert "## Allocation learners" in text and "| STR | 80% | 2 |" in text and "| FCPTS | 80% | 2 |" in text
     assert "× FCPTS step" in text
+
+
+def test_dsa_sensitivity_one_table_per_setting(results):
+    config = Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64)
+    table = dsa_sensitivity.run_sensitivity(("rho=10", "alpha_lr=0.1"), (0.8,), (0,), results, config=config,
+                                            model=make_model("cnn").eval(), data=toy_bundle(), progress=False)
+    assert list(table.field) == ["rho", "alpha_lr"] and table.config_hash.nunique() == 2
+    assert (table.zeros == (0.8 * table.total).round()).all()
+    assert dsa_sensitivity.sensitivity_csv("rho", 10.0, results).exists()
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        dsa_sensitivity.parse("gamma=3")
+    lines, _ = summarize.learners_section(results, results / "absent.csv")
+    assert any("rho = 10" in line for line in lines)
