@@ -391,8 +391,8 @@ def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) 
             frames.append(rows.assign(field=field, value=value))
     if frames:
         sens = pd.concat(frames, ignore_index=True)
-        lines += ["", "DSA-style with one unverified setting changed (defaults: ρ = 1, α lr 0.01; "
-                  "`benchmarks/dsa_sensitivity.py`), top-1 after / S before the projection (%):", ""]
+        lines += ["", "DSA-style with one setting changed (defaults: ρ = 1, α lr 0.01, BN in train mode; "
+                  "`benchmarks/dsa_sensitivity.py`):", ""]
         lines += _table(["setting", "target", "seed", "S before (%)", "top-1 after (%)"],
                         [[f"{r.field} = {r.value}", f"{r.target:.0%}", r.seed, _fmt(r.sparsity_before_projection, 1, True),
                           _fmt(r.top1, 1, True)] for r in sens.itertuples()])

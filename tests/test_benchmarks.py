@@ -211,9 +211,11 @@ def test_learner_section_of_the_summary(results, tmp_path):
 
 def test_dsa_sensitivity_one_table_per_setting(results):
     config = Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64)
-    table = dsa_sensitivity.run_sensitivity(("rho=10", "alpha_lr=0.1"), (0.8,), (0,), results, config=config,
-                                            model=make_model("cnn").eval(), data=toy_bundle(), progress=False)
-    assert list(table.field) == ["rho", "alpha_lr"] and table.config_hash.nunique() == 2
+    table = dsa_sensitivity.run_sensitivity(("rho=10", "alpha_lr=0.1", "bn_mode=eval"), (0.8,), (0,), results,
+                                            config=config, model=make_model("cnn").eval(), data=toy_bundle(),
+                                            progress=False)
+    assert list(table.field) == ["rho", "alpha_lr", "bn_mode"] and table.config_hash.nunique() == 3
+    assert dsa_sensitivity.sensitivity_csv("bn_mode", "eval", results).exists()
     assert (table.zeros == (0.8 * table.total).round()).all()
     assert dsa_sensitivity.sensitivity_csv("rho", 10.0, results).exists()
     with pytest.raises(ValueError, match="FIELD=VALUE"):
