@@ -13,6 +13,8 @@ from .masking import (ThresholdMask, ThresholdSparsifier, count_zeros, prunable_
                       weight_sparsity_table)
 from .objective import controllable_loss, kd_loss
 from .projection import project_masks
-from .sparsify import SparsifyResult, sparsify
+from .sparsify import FcptsLearner, Learner, SparsifyResult, learn_allocation, sparsify
+from .learners import ProbMaskConfig, ProbMaskLearner, StrConfig, StrLearner
+from .dsa import DsaConfig, DsaLearner
 
 __version__ = "0.1.0"

@@ -400,26 +400,28 @@ def _draw_accuracy_vs_time(results_dir, tag, dataset, target):
 LEARNER_TARGETS = (0.8, 0.9)  # the targets the learner figures show
 
 
-def _draw_learner_trajectories(results_dir, tag, dataset, target):
+def _learner_side(results_dir, dataset, index: int):
+    """(side table, the targets to draw) of the learners' table: index 1 trajectories, 2 allocations."""
     found = read_learners(results_dir, dataset)
-    if found is None or found[1].empty:
-        return None
+    if found is None or found[index].empty:
+        return None, []
+    side = found[index]
+    present = sorted(set(side["target"].round(6)))
+    return side, [t for t in LEARNER_TARGETS if t in present] or present[-2:]
+
+
+def _draw_learner_trajectories(results_dir, tag, dataset, target):
     from .plotting import plot_learner_trajectories
 
-    present = sorted(set(found[1]["target"].round(6)))
-    targets = [t for t in LEARNER_TARGETS if t in present] or present[-2:]
-    return plot_learner_trajectories(found[1], targets)
+    side, targets = _learner_side(results_dir, dataset, 1)
+    return None if side is None else plot_learner_trajectories(side, targets)
 
 
 def _draw_learner_allocations(results_dir, tag, dataset, target):
-    found = read_learners(results_dir, dataset)
-    if found is None or found[2].empty:
-        return None
     from .plotting import plot_learner_allocations
 
-    present = sorted(set(found[2]["target"].round(6)))
-    targets = [t for t in LEARNER_TARGETS if t in present] or present[-2:]
-    return plot_learner_allocations(found[2], targets, seed=int(found[2]["seed"].min()))
+    side, targets = _learner_side(results_dir, dataset, 2)
+    return None if side is None else plot_learner_allocations(side, targets, seed=int(side["seed"].min()))
 
 
 def kit_rows_for_published(table: pd.DataFrame) -> pd.DataFrame:
