@@ -711,7 +711,7 @@ NB03 = [
     probabilities that start at 1 (dense).
     '''),
     code('''
-    nb.draw("learner_allocations", tag, results_dir, figures_dir, dataset=dataset, target=target)'''),
+    written = nb.draw("learner_allocations", tag, results_dir, figures_dir, dataset=dataset, target=target)'''),
     md('''
     ## Summary
 
