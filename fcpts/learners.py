@@ -136,7 +136,7 @@ class StrLearner(_LayerLearner):
 
     def final_masks(self, weights, zeros, zeros_elsewhere, project):
         thresholds = self.thresholds()
-        self.shrink = dict(thresholds)
+        self.shrink = {n: (t, t) for n, t in thresholds.items()}  # (trained t, t for revived weights)
         if not project:
             return {n: (w.abs() > thresholds[n]).to(w.dtype) for n, w in weights.items()}, 1.0, thresholds
         masks, tau = project_masks(weights, thresholds, zeros, zeros_elsewhere)

@@ -251,3 +251,12 @@ def test_str_export_keeps_its_trained_shrinkage_when_the_projection_revives_weig
     learner.shrink = {"l": (0.3, 0.15)}  # trained t = 0.3; the projection lowered it to τ·t = 0.15
     out = learner.export("l", w, torch.tensor([[0.0, 1.0, 1.0, 1.0]]), 0.5)
     assert torch.allclose(out, torch.tensor([[0.0, -0.05, 0.2, -0.6]]))  # revived: |w| − τt; kept: |w| − t
+
+
+@pytest.mark.parametrize("name", ["fcpts", "str", "probmask", "dsa"])
+def test_without_the_projection_each_learner_returns_its_own_masks(name):
+    model = make_model("cnn")
+    images = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(16))
+    result = learn_allocation(model, images, 0.7, tiny(project=False), LEARNERS[name]())
+    assert result.projection_shift == 1.0
+    assert result.sparsity_after_projection == pytest.approx(result.sparsity_before_projection, abs=0.02)
