@@ -14,8 +14,8 @@ run it under FCPTS's post-training budget and counting, each prunable layer l ha
   z = the projection of α + u onto {Σ n_l z_l = K, α_min ≤ z ≤ α_max} (z_l = clip(v_l − λ n_l), λ by
   bisection), u ← u + α − z.
 
-ρ, the α optimiser and its learning rate, and the α/weight step ratio (1:1 here: both step every iteration)
-are [unverified]: they are named options of ``DsaConfig`` with the chosen defaults documented there.
+ρ, the α optimiser's learning rate and the α/weight step ratio (``alpha_every``; 1:1 by default) are
+[unverified]: they are named options of ``DsaConfig`` with the chosen defaults documented there.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class DsaConfig(_LearnerConfig):
     beta2: float = 1.0  # shape of the keep probability [code: a fixed constant]
     floor: float = 0.01  # p = clip(σ(...) + floor, 0, 1) [code]
     alpha_lr: float = 0.01  # Adam on the raw ratios a_l, warm-up + cosine like the weights [unverified]
+    alpha_every: int = 1  # the α/weight step ratio: α steps on every k-th weight step [unverified]
     rho: float = 1.0  # ADMM penalty weight [unverified]
     alpha_min: float = 0.02  # box of the budget projection; above the floor so mean p = α stays solvable
     alpha_max: float = 0.999  # (ERK's dense layers start here)
@@ -50,6 +51,8 @@ class DsaConfig(_LearnerConfig):
             raise ValueError(f"DsaConfig.final must be 'topk' or 'sample', got {self.final!r}")
         if not self.floor < self.alpha_min < self.alpha_max < 1.0 or self.beta2 <= 0 or self.rho < 0:
             raise ValueError("DsaConfig: need floor < alpha_min < alpha_max < 1, beta2 > 0 and rho >= 0")
+        if self.alpha_every < 1:
+            raise ValueError("DsaConfig.alpha_every must be at least 1")
 
 
 @torch.no_grad()
@@ -181,6 +184,14 @@ class DsaLearner(_LayerLearner):
 
     def extra_optimizer(self, config):
         return torch.optim.Adam(self.raws(), lr=self.options.alpha_lr)
+
+    def before_step(self, step, steps):
+        self.step = step
+
+    def after_backward(self):
+        if self.step % self.options.alpha_every:  # not an α step: Adam skips parameters without a gradient
+            for raw in self.raws():
+                raw.grad = None
 
     def penalty(self, step, steps):
         gap = self.alphas() - (self.z - self.u).to(self.raws()[0].dtype)

@@ -260,3 +260,23 @@ def test_without_the_projection_each_learner_returns_its_own_masks(name):
     result = learn_allocation(model, images, 0.7, tiny(project=False), LEARNERS[name]())
     assert result.projection_shift == 1.0
     assert result.sparsity_after_projection == pytest.approx(result.sparsity_before_projection, abs=0.02)
+
+
+def test_dsa_alpha_every_k_steps_moves_the_keep_ratios_only_on_those_steps():
+    model = make_model("cnn")
+    images = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(17))
+    learner = DsaLearner(DsaConfig(alpha_every=3))
+    moved = []
+    original = learner.after_step
+
+    def after(step, steps):
+        before = getattr(learner, "_last", None)
+        now = learner.alphas().detach().clone()
+        if before is not None:
+            moved.append((step, not torch.equal(before, now)))
+        learner._last = now
+        original(step, steps)
+
+    learner.after_step = after
+    learn_allocation(model, images, 0.7, tiny(7), learner)
+    assert [m for s, m in moved] == [s % 3 == 0 for s, _ in moved]
