@@ -47,7 +47,7 @@ from benchmarks._common import RESULTS, dense_resnet50, envelope, median_times, 
 from fcpts import Bridge, Config, ThresholdSparsifier, controllable_loss, kd_loss  # noqa: E402
 from fcpts.bridge import exact_sparsity  # noqa: E402
 from fcpts.calibration import CalibrationStream  # noqa: E402
-from fcpts.sparsify import _optimizer, _TeacherCache, sparsify, start_allocation  # noqa: E402
+from fcpts.sparsify import _optimizer, _TeacherCache, sparsify, start_allocation, threshold_groups  # noqa: E402
 
 OUT = RESULTS / "speed.json"
 PARTS = ("steps", "components", "masks", "bridge", "cache", "crosscheck")
@@ -66,7 +66,7 @@ class FcptsStep:
         self.student = copy.deepcopy(model)
         self.allocation = start_allocation(self.student, target, config)
         self.sparsifier = ThresholdSparsifier.from_config(self.student, self.allocation, config)
-        self.optimizer = _optimizer(self.student, self.sparsifier.threshold_parameters(), config)
+        self.optimizer = _optimizer(self.student, threshold_groups(self.sparsifier.threshold_parameters()), config)
         self.student.train(config.bn_mode == "train")
         self.history: list[dict] = []
         self.bridge_seconds: list[float] = []  # forward of global_sparsity() + L_c inside each step

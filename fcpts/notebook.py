@@ -127,6 +127,7 @@ def working_table(results_dir: str, dataset: str, reference_dir: str = "data", k
         path.parent.mkdir(parents=True, exist_ok=True)
         for source, dest in [(reference, path)] + [(side_path(reference, k), side_path(path, k)) for k in SIDE_KINDS]:
             if source.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, dest)
     return path
 

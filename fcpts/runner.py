@@ -251,7 +251,7 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
     field is overridden per row). ``json_path``: True -> next to the CSV with a .json suffix.
 
     Rows of learners (FCPTS included) also write their per-step global sparsity to
-    ``<out>_trajectories.csv`` and their final per-layer sparsities to ``<out>_allocations.csv``.
+    ``<out>_details/trajectories.csv`` and their final per-layer sparsities to ``<out>_details/allocations.csv``.
     """
     from .evaluate import evaluate
 
@@ -325,9 +325,10 @@ SIDE_KINDS = ("trajectories", "allocations")
 
 
 def side_path(csv_path: str | os.PathLike, kind: str) -> Path:
-    """``<out>_trajectories.csv`` or ``<out>_allocations.csv`` beside the runner's table."""
+    """``<out>_details/trajectories.csv`` or ``<out>_details/allocations.csv`` beside the runner's table (in a
+    folder, so that globs over result tables such as ``quality_*.csv`` never pick them up)."""
     csv_path = Path(csv_path)
-    return csv_path.with_name(f"{csv_path.stem}_{kind}.csv")
+    return csv_path.parent / f"{csv_path.stem}_details" / f"{kind}.csv"
 
 
 def read_side(csv_path: str | os.PathLike, kind: str) -> pd.DataFrame:

@@ -161,7 +161,7 @@ class FcptsLearner(Learner):
             p.requires_grad_(self.learn_thresholds)
 
     def parameter_groups(self, config):
-        return [dict(params=self.params, weight_decay=0.0)]  # never decay thresholds: it would bias the allocation
+        return threshold_groups(self.params)
 
     def penalty(self, step, steps):
         sparsity = self.sparsifier.global_sparsity()
@@ -201,6 +201,11 @@ class _KdScorer:
         self.student.train(modes[0])
         self.teacher.train(modes[1])
         return total / len(self.inputs)
+
+
+def threshold_groups(thresholds: list[nn.Parameter]) -> list[dict]:
+    """FCPTS's thresholds as one optimiser group: never decayed (decay would bias the allocation)."""
+    return [dict(params=thresholds, weight_decay=0.0)]
 
 
 def _optimizer(student: nn.Module, groups: list[dict], config: Config,
