@@ -382,7 +382,7 @@ def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) 
                 std = lambda v: "" if pd.isna(v) else f" ± {v:.1f}"
                 rows.append([DISPLAY_NAMES.get(r.method, r.method), f"{r.target:.0%}", r.seeds,
                              f"{r[3]:.1f}{std(r[4])}", f"{r[5]:.1f}", f"{r[6]:.1f}{std(r[7])}"])
-            lines += _table(["method", "target", "n", "S before (%)", "|S − S*| (points)", "top-1 after (%)"], rows)
+            lines += _table(["method", "target", "n", "S before (%)", "gap to S* (points)", "top-1 after (%)"], rows)
     frames = []
     for path in sorted(results.glob("dsa_sensitivity_*_*.csv")):
         field, value = path.stem.removeprefix("dsa_sensitivity_").rsplit("_", 1)

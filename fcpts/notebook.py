@@ -215,7 +215,7 @@ def learner_summary(table: pd.DataFrame, targets: Iterable[float] | None = None)
         "seeds": grouped["seed"].nunique(),
         "S before projection (%)": 100 * grouped["sparsity_before_projection"].mean(),
         "± (before)": 100 * grouped["sparsity_before_projection"].std(ddof=1),
-        "|S − S*| before (points)": 100 * grouped["gap"].mean(),
+        "gap to S* before (points)": 100 * grouped["gap"].mean(),
         "top-1 after projection (%)": 100 * grouped["top1"].mean(),
         "± (top-1)": 100 * grouped["top1"].std(ddof=1),
     })
