@@ -102,6 +102,7 @@ class Learner:
 
     name = "learner"
     selection_batches = 0  # > 0: the loop sets ``score_masks()``, the KD loss on that many calibration batches
+    start: dict[str, float] | None = None  # set by a learner that does not start at the given allocation
 
     def prepare(self, student: nn.Module, allocation: dict[str, float], config: Config) -> None:
         """Attach the learner to ``student`` (parametrizations on the prunable layers' weights)."""
@@ -237,7 +238,7 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     layers, zeros_target = zero_budget(student, target, config.include, config.exclude)
     init_allocation = dict(allocation) if allocation is not None else start_allocation(student, target, config)
     learner.prepare(student, init_allocation, config)
-    init_allocation = getattr(learner, "start", None) or init_allocation  # a learner that ignores the ERK start says so
+    init_allocation = learner.start or init_allocation  # ProbMask starts dense, whatever the ERK start says
 
     stream = CalibrationStream(calibration_data, config.batch_size, config.seed, config.num_workers)
     extra_optimizer = learner.extra_optimizer(config)
