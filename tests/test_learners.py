@@ -98,7 +98,7 @@ def test_probmask_learner_holds_the_ramped_budget_every_step_and_uses_the_temper
         total = sum(float(s.detach().double().sum()) for s in learner.scores())
         seen.append((step, total, learner.keep_budget(step + 1, steps),
                      next(iter(learner.mods().values())).inv_temp))
-        assert all(float(s.min()) >= 0 and float(s.max()) <= 1 for s in learner.scores())
+        assert all(float(s.detach().min()) >= 0 and float(s.detach().max()) <= 1 for s in learner.scores())
 
     learner.after_step = after
     steps = 10
