@@ -233,7 +233,8 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
                    learner_options: dict[str, Any] | None = None,
                    model: nn.Module | None = None, data: Any = None, train_data: Any = None,
                    scratch_model: Callable[[int], nn.Module] | None = None, model_name: str | None = None,
-                   json_path: str | os.PathLike | None | bool = True, progress: bool = True) -> pd.DataFrame:
+                   json_path: str | os.PathLike | None | bool = True, progress: bool = True,
+                   shard: tuple[int, int] | None = None) -> pd.DataFrame:
     """Run every requested (method, tier/schedule, target, seed) not yet in ``out_csv``; return the table.
 
     ``methods``: any names of ``fcpts.registry.METHODS`` (default: the five fixed allocations); ``fcpts``,
@@ -249,6 +250,9 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
     dense model) and/or "scratch" (``scratch_model(seed)``, default ``build_model(config.model, weights=None)``).
     ``finetune``: the training-aware setting (default ``default_finetune(config.steps)``; its schedule
     field is overridden per row). ``json_path``: True -> next to the CSV with a .json suffix.
+    ``shard=(i, n)``: only the i-th of n deterministic parts of the requested rows (the k-th row in key order
+    goes to part k mod n, whatever is done already), so n processes or machines can share a sweep, each with
+    its own ``out_csv``, joined afterwards by ``merge_tables`` (``--merge``).
 
     Rows of learners (FCPTS included) also write their per-step global sparsity to
     ``<out>_details/trajectories.csv`` and their final per-layer sparsities to ``<out>_details/allocations.csv``.
@@ -285,6 +289,11 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
                     jobs.append(Job(spec, _fingerprint(base if settings is None else {**base, **settings}),
                                     phase(method, tier)))
 
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
+        jobs = [j for k, j in enumerate(sorted(jobs, key=lambda j: tuple(map(str, j.key())))) if k % count == index]
     table = read_table(csv_path)
     done = {row_key(r) for r in table.to_dict("records")} if len(table) else set()
     todo = sorted((j for j in jobs if j.key() not in done),
@@ -361,6 +370,18 @@ def write_side_rows(csv_path: Path, row: dict, info: dict) -> None:
         _append_side(side_path(csv_path, "allocations"), allocation)
 
 
+def _parse_shard(parser: argparse.ArgumentParser, text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        parser.error(f"--shard expects I/N, e.g. 0/4, got {text!r}")
+    if not 0 <= index < count:
+        parser.error(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fcpts.runner", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data/comparison_digits.csv", help="CSV to write (and resume from)")
@@ -387,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads; 1 avoids OpenMP oversubscription on a shared 2-core machine")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="compute only part I of N (0-based) of the requested rows; join the parts with --merge")
     parser.add_argument("--merge", nargs="+", default=None, metavar="CSV",
                         help="only add these runner tables' rows to --out (a sweep split over processes), then stop")
     args = parser.parse_args(argv)
@@ -434,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
                            model=model, model_name=model_name,
                            fcpts=not args.no_fcpts, dense=not args.no_dense, schedules=args.schedules,
                            starts=args.starts, finetune=finetune, pot_config=pot,
-                           json_path=args.json if args.json else True, progress=not args.quiet)
+                           json_path=args.json if args.json else True, progress=not args.quiet,
+                           shard=_parse_shard(parser, args.shard))
     print(f"{len(table)} rows in {args.out}")
     return 0
 

@@ -183,3 +183,22 @@ def test_learner_rows_with_trajectories_and_allocations_and_a_merge(tmp_path, co
     assert len(merged) == 6
     traj = runner.read_side(tmp_path / "l1.csv", "trajectories")
     assert sorted(traj.target.unique()) == [0.6, 0.8] and len(traj) == 2 * 6
+
+
+def test_sharded_tables_merged_equal_the_unsharded_table(tmp_path):
+    kw = dict(methods=("uniform", "erk", "str"), tiers=("a", "b"), schedules=("agp",), targets=(0.5, 0.8))
+    whole = run(tmp_path, out_csv=tmp_path / "whole.csv", **kw)
+    parts = [run(tmp_path, out_csv=tmp_path / f"part{i}.csv", shard=(i, 3), **kw) for i in range(3)]
+    assert sum(len(p) for p in parts) == len(whole) and all(len(p) for p in parts)
+    merged = runner.merge_tables(tmp_path / "part0.csv", [tmp_path / "part1.csv", tmp_path / "part2.csv"])
+    value_columns = ["achieved_sparsity", "top1", "top5", "zeros", "total", "sparsity_before_projection"]
+    key = list(runner.KEY)
+    a = whole.set_index(key).sort_index()[value_columns]
+    b = merged.set_index(key).sort_index()[value_columns]
+    pd.testing.assert_frame_equal(a, b)
+    traj = runner.read_side(tmp_path / "part0.csv", "trajectories")
+    assert len(traj) == len(runner.read_side(tmp_path / "whole.csv", "trajectories"))
+    with pytest.raises(ValueError, match="shard"):
+        run(tmp_path, out_csv=tmp_path / "bad.csv", shard=(3, 3), **kw)
+    with pytest.raises(SystemExit):
+        runner.main(["--out", str(tmp_path / "x.csv"), "--shard", "2"])
