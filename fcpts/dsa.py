@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .learners import _LayerLearner, _LearnerConfig, _logit
-from .masking import all_weight_layers, kth_smallest_abs
+from .masking import kth_smallest_abs
 from .projection import project_masks
 
 
@@ -165,11 +165,11 @@ class DsaLearner(_LayerLearner):
 
     def prepare(self, student, allocation, config):
         self.config = config
-        self.generator = torch.Generator(device=next(student.parameters()).device).manual_seed(config.seed)
-        zeros = round(config.target * sum(m.weight.numel() for m in all_weight_layers(student).values()))
-        self._attach(student, config, lambda i, n, w: BernoulliKeep(w, 1.0 - allocation[n], self.options, self.generator))
-        self.budget = self.n_prunable - zeros  # kept prunable weights (excluded layers count as dense in N)
         device = next(student.parameters()).device
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self._attach(student, config, lambda i, n, w: BernoulliKeep(w, 1.0 - allocation[n], self.options, self.generator))
+        # kept prunable weights: excluded layers count as dense in N (method.md §1)
+        self.budget = self.n_prunable - round(config.target * self.n_total)
         self.sizes = torch.tensor([float(w.numel()) for w in self.originals().values()], dtype=torch.float64,
                                   device=device)
         alphas = self.alphas().detach().double()
@@ -194,9 +194,10 @@ class DsaLearner(_LayerLearner):
                 raw.grad = None
 
     def penalty(self, step, steps):
-        gap = self.alphas() - (self.z - self.u).to(self.raws()[0].dtype)
+        alphas = self.alphas()
+        gap = alphas - (self.z - self.u).to(alphas.dtype)
         admm = 0.5 * self.options.rho * (gap * gap).sum()
-        kept = float((self.alphas().detach().double() * self.sizes).sum())
+        kept = float((alphas.detach().double() * self.sizes).sum())
         sparsity = torch.tensor(self._global({n: m.pruned for n, m in self.mods().items()}))
         return admm, sparsity, dict(loss_admm=admm.item(), expected_sparsity=1.0 - (kept + self.n_total - self.n_prunable) / self.n_total)
 
