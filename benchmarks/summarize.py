@@ -297,6 +297,9 @@ def speed_section(results: Path = RESULTS) -> tuple[list[str], dict]:
                 rows.append([k, _fmt(g[k]["wall_s"], 1), _fmt(1e3 * g[k]["per_step_s"], 1), _fmt(g[k]["images_per_s"], 0),
                              _fmt(g[k].get("peak_gpu_gib"), 1)])
         lines += _table(["loop", f"wall s ({s['steps']} steps)", "ms/step", "images/s", "peak GiB"], rows)
+        if (results / "gpu_h200_log.md").exists():
+            lines += ["", "Longer runs cut by the lease's time limit (the released 1,600 steps among them): "
+                          "`gpu_h200_log.md`."]
     else:
         lines += ["- GPU: not run yet (`python benchmarks/gpu.py`, on a CUDA machine)"]
     return lines, checks
