@@ -1,4 +1,4 @@
-# fcpts-kit: `make setup`, `make demo`, `make test`, `make notebooks`, `make clean`.
+# fcpts-kit: `make setup`, `make demo`, `make test`, `make lab`, `make notebooks`, `make sync`, `make clean`.
 #
 # Which Python: if a virtual environment or conda env is active (VIRTUAL_ENV / CONDA_PREFIX set), use its
 # python and install the kit into it only when `import fcpts` fails there. Otherwise create .venv/ inside
@@ -19,9 +19,9 @@ PY := $(firstword $(wildcard $(ACTIVE_ENV)/bin/python) $(PYTHON))
 SETUP_TARGET := install-active
 endif
 
-.PHONY: setup demo test notebooks clean install-active
+.PHONY: setup demo test lab notebooks sync clean install-active git-filter
 
-setup: $(SETUP_TARGET)
+setup: $(SETUP_TARGET) git-filter
 
 $(VENV)/.installed: pyproject.toml
 	@test -x "$(VENV)/bin/python" || $(PYTHON) -m venv "$(VENV)"
@@ -32,6 +32,15 @@ $(VENV)/.installed: pyproject.toml
 install-active:
 	@cd / && "$(PY)" -c "import fcpts, pytest" 2>/dev/null || \
 		(cd "$(CURDIR)" && "$(PY)" -m pip install -q -e ".[dev]")
+
+# nbstripout as a git filter on *.ipynb (in .git/, so only inside a checkout): executed notebooks, a
+# student's JupyterLab autosaves included, never show as changes or conflict on `git pull`.
+# language_info is stripped too: JupyterLab fills in the kernel's Python version, which differs between machines.
+NBSTRIPOUT_EXTRA_KEYS := metadata.language_info
+git-filter: $(SETUP_TARGET)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		"$(PY)" -m nbstripout --is-installed 2>/dev/null || "$(PY)" -m nbstripout --install; \
+		git config filter.nbstripout.extrakeys "$(NBSTRIPOUT_EXTRA_KEYS)"; fi
 
 demo: setup
 	"$(PY)" -m fcpts demo
@@ -68,7 +77,24 @@ test: setup
 		echo "[notebooks] nbval $$(basename $$nb): $$(( $$(date +%s) - start )) s"; \
 	done
 
-# The quick CPU mode (the notebooks' defaults): refreshes the result files in data/ and every figure in figures/.
+# JupyterLab on notebooks/, with this environment registered as the kernel "fcpts-kit" (so a system-wide
+# JupyterLab finds it too). Jupytext saves each notebook and its .py pair together. LAB_ARGS=--no-browser etc.
+# The save hook refreshes git's index entry of a notebook saved with new outputs only (see its docstring).
+LAB_HOOK := --FileContentsManager.post_save_hook=fcpts.notebook.refresh_git_after_save
+LAB_PORT ?= 8888
+LAB_ARGS ?=
+lab: setup
+	"$(PY)" -m ipykernel install --user --name fcpts-kit --display-name "Python (fcpts-kit)"
+	$(NB_ENV) "$(PY)" -m jupyterlab --ServerApp.root_dir="$(CURDIR)/notebooks" --port=$(LAB_PORT) $(LAB_HOOK) \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# After editing a notebook's .py source by hand: rewrite its .ipynb (jupytext), in nbstripout's stored form.
+sync: setup
+	"$(PY)" -m jupytext --sync notebooks/[0-9][0-9]_*.py
+	"$(PY)" -m nbstripout --extra-keys "$(NBSTRIPOUT_EXTRA_KEYS)" notebooks/[0-9][0-9]_*.ipynb
+
+# The quick CPU mode (the notebooks' defaults, writing to the committed folders): refreshes the result files
+# in data/ and every figure in figures/.
 notebooks: setup
 	$(call run-notebooks,params/quick.yaml,$(NB_OUT)/quick)
 

@@ -224,9 +224,15 @@ def _main(args: argparse.Namespace) -> int:
         fields["weights"] = ""
     config = _apply_sets(config.replace(**fields, progress=progress), args.set)
     suffix = "" if args.method == "fcpts" else f"-{args.method}"
-    out = _out_dir(args.out or f"results/{config.model}-{config.dataset}-s{config.target:g}-seed{config.seed}{suffix}",
-                   args.overwrite)
-    metrics = run(config, out, progress, args.method, args.tier)
+    path = args.out or f"results/{config.model}-{config.dataset}-s{config.target:g}-seed{config.seed}{suffix}"
+    made = not (Path(path) if Path(path).is_absolute() else REPO_ROOT / path).exists()
+    out = _out_dir(path, args.overwrite)
+    try:
+        metrics = run(config, out, progress, args.method, args.tier)
+    except BaseException:
+        if made and out.is_dir() and not any(out.iterdir()):  # failed before its first result: leave nothing
+            out.rmdir()
+        raise
     print(json.dumps({k: metrics[k] for k in ("method", "target", "sparsity_before_projection", "achieved_sparsity",
                                               "dense_top1", "top1", "sparsify_seconds")}))
     print(f"results in {out}")

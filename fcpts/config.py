@@ -8,6 +8,7 @@ The same object feeds `fcpts.sparsify`, the `fcpts` command (YAML files under `p
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,16 @@ _CHOICES = {
     "init": ("erk", "uniform"),
     "bn_mode": ("train", "eval"),
 }
+
+
+def default_num_workers(most: int = 4) -> int:
+    """DataLoader worker processes by default: ``most``, but never more than the cores this process may use
+    (more only adds processes that wait for a core, and torch warns about it on every loader)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(0, min(most, cores))
 
 
 @dataclass
@@ -78,7 +89,7 @@ class Config:
     calib_size: int = 1024
     calib_augment: bool = True  # RandomResizedCrop + flip (ImageNet) / random shifts (digits)
     eval_batch_size: int = 256
-    num_workers: int = 4
+    num_workers: int = field(default_factory=lambda: default_num_workers())  # data-loading processes
     out_dir: str = "results"
 
     def __post_init__(self) -> None:

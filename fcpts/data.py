@@ -223,6 +223,30 @@ _LAYOUT_HELP = (
 )
 
 
+class UnreadableImageError(ValueError):
+    """An image file of an ImageFolder that PIL cannot read: one line that names the file and what to do."""
+
+    def __init__(self, message: str):
+        # Re-raised from a DataLoader worker, the message carries the worker's traceback: keep our line only.
+        marker = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
+
+
+def read_image(path: str) -> Any:
+    """ImageFolder's loader: the file as an RGB PIL image, or an ``UnreadableImageError`` naming it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL: UnidentifiedImageError, truncated files, bad headers
+        raise UnreadableImageError(
+            f"{path} is not a readable image ({type(exc).__name__}: {exc}); delete or replace the file "
+            "(a partial download or extraction leaves such files), then run again") from None
+
+
 def resolve_imagenet_root(root: str | os.PathLike[str] | None = None) -> Path:
     """The ImageNet root: the argument, else $IMAGENET_ROOT, else <repo>/data/imagenet."""
     if root:
@@ -358,8 +382,8 @@ def imagenet_datasets(root: str | os.PathLike[str] | None = None, weights: str |
                               T.Normalize(mean, std)])
     else:
         calib_tf = evaluation
-    train = ImageFolder(str(root / "train"))  # transform applied by the subset, under its seeded RNG
-    val = ImageFolder(str(root / "val"), transform=evaluation)
+    train = ImageFolder(str(root / "train"), loader=read_image)  # transform applied by the subset, seeded
+    val = ImageFolder(str(root / "val"), transform=evaluation, loader=read_image)
     calib = calibration_subset(train, calib_size, seed, augment=augment, transform=calib_tf)
     return calib, val
 

@@ -4,7 +4,11 @@ The notebooks under ``notebooks/`` share one block of parameters (``params/ci.ya
 ``full.yaml`` set only these, so one file serves every notebook without papermill warnings)::
 
     dataset, data_root, model, weights, image_size, calib_size, steps, batch_size, target, seed,
-    max_new_runs, results_dir, figures_dir
+    max_new_runs, results_dir, figures_dir, progress
+
+Their defaults are the quick CPU mode, and a student's run writes only to the git-ignored ``results/notebooks/``;
+``make notebooks`` (params/quick.yaml) is the deliberate refresh of the committed ``data/`` and ``figures/``.
+Reading falls back to the committed ``data/`` for any result file the run has not written (``readable_path``).
 
 Relative paths are resolved from the repository root (found from the location of the ``fcpts`` package,
 never the working directory), so a notebook behaves the same from JupyterLab, papermill and nbval.
@@ -27,7 +31,8 @@ from .config import Config
 from .data import REPO_ROOT, CalibrationSubset, DataBundle, load_data
 
 SHARED_PARAMETERS = ("dataset", "data_root", "model", "weights", "image_size", "calib_size", "steps",
-                     "batch_size", "target", "seed", "max_new_runs", "results_dir", "figures_dir")
+                     "batch_size", "target", "seed", "max_new_runs", "results_dir", "figures_dir", "progress")
+REFERENCE_DIR = "data"  # the committed result files
 
 
 def repo_path(path: str | os.PathLike[str]) -> Path:
@@ -38,12 +43,13 @@ def repo_path(path: str | os.PathLike[str]) -> Path:
 
 def make_config(dataset: str = "digits", data_root: str = "", model: str = "resnet50", weights: str = "",
                 image_size: int = 32, calib_size: int = 512, steps: int = 150, batch_size: int = 64,
-                target: float = 0.8, seed: int = 0, **overrides: Any) -> Config:
+                target: float = 0.8, seed: int = 0, progress: bool = False, **overrides: Any) -> Config:
     """The one Config of a notebook run: the embedded preset for digits, the released recipe otherwise,
-    with the notebook's parameters on top. Progress bars are off (papermill would store every update)."""
+    with the notebook's parameters on top. ``progress``: bars on the long steps (dense training, FCPTS,
+    comparison rows); off under papermill, which would store every update."""
     values = dict(dataset=dataset, data_root=data_root, model=model, weights=weights, image_size=int(image_size),
                   calib_size=int(calib_size), steps=int(steps), batch_size=int(batch_size), target=float(target),
-                  seed=int(seed), progress=False)
+                  seed=int(seed), progress=bool(progress))
     values.update(overrides)
     return Config.quick_cpu(**values) if dataset == "digits" else Config.released(**values)
 
@@ -53,11 +59,12 @@ def run_tag(config: Config) -> str:
     return f"{config.model}_{config.dataset}"
 
 
-def load_model(config: Config, num_classes: int, progress: bool = False) -> tuple[torch.nn.Module, dict]:
-    """The dense model to sparsify (see ``fcpts.models.load_model_for``)."""
+def load_model(config: Config, num_classes: int, progress: bool | None = None) -> tuple[torch.nn.Module, dict]:
+    """The dense model to sparsify (see ``fcpts.models.load_model_for``); a bar while the embedded model
+    trains, once, when ``config.progress``."""
     from .models import load_model_for
 
-    return load_model_for(config, num_classes, progress)
+    return load_model_for(config, num_classes, config.progress if progress is None else progress)
 
 
 def fresh_calibration(data: DataBundle) -> Any:
@@ -81,6 +88,14 @@ def describe(config: Config, data: DataBundle) -> str:
 # ----------------------------------------------------------------------------------------------------------
 def result_path(results_dir: str, name: str) -> Path:
     return repo_path(results_dir) / name
+
+
+def readable_path(results_dir: str, name: str) -> Path:
+    """``<results_dir>/<name>`` when this run wrote it, else the committed ``data/<name>`` when that exists,
+    so that a student's run (writing to results/notebooks/) still draws what the kit ships."""
+    path = result_path(results_dir, name)
+    reference = result_path(REFERENCE_DIR, name)
+    return reference if not path.exists() and reference.exists() else path
 
 
 def save_table(table: pd.DataFrame, results_dir: str, name: str) -> Path:
@@ -169,7 +184,7 @@ def resume_comparison(config: Config, csv_path: Path, targets: Iterable[float], 
     before = len(read_table(csv_path))
     if max_new_runs < 0:
         table = run_comparison(config, methods, targets, (config.seed,), csv_path, tiers=tiers,
-                               schedules=schedules, progress=False, **runner_kwargs)
+                               schedules=schedules, progress=config.progress, **runner_kwargs)
         return table, len(table) - before
     computed = 0
     for job in comparison_grid(targets, methods, tiers, schedules):
@@ -177,7 +192,7 @@ def resume_comparison(config: Config, csv_path: Path, targets: Iterable[float], 
             break
         n = len(read_table(csv_path))
         run_comparison(config, job["methods"], job["targets"], (config.seed,), csv_path, tiers=job["tiers"],
-                       schedules=job["schedules"], fcpts=job["fcpts"], dense=job["dense"], progress=False,
+                       schedules=job["schedules"], fcpts=job["fcpts"], dense=job["dense"], progress=config.progress,
                        **runner_kwargs)
         computed += len(read_table(csv_path)) - n
     return read_table(csv_path), computed
@@ -187,7 +202,7 @@ def read_learners(results_dir: str, dataset: str) -> tuple[pd.DataFrame, pd.Data
     """The learners' table (current rows), their per-step trajectories and final allocations, or None."""
     from .runner import read_side, read_table
 
-    path = result_path(results_dir, f"learners_{dataset}.csv")
+    path = readable_path(results_dir, f"learners_{dataset}.csv")
     if not path.exists():
         return None
     table = current_rows(read_table(path))
@@ -243,6 +258,49 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+def time_fcpts_step(model: torch.nn.Module, data: DataBundle, config: Config,
+                    probe: tuple[int, int] = (2, 5)) -> tuple[float, float]:
+    """(seconds per FCPTS step, seconds of set-up + projection per run) on this machine, from two short
+    ``sparsify`` runs of ``probe`` steps: their difference leaves the fixed costs out."""
+    from .sparsify import sparsify
+
+    times = []
+    for steps in probe:
+        with Timer() as timer:
+            sparsify(model, fresh_calibration(data), config.target, config.replace(steps=steps, progress=False))
+        times.append(timer.seconds)
+    per_step = max((times[1] - times[0]) / (probe[1] - probe[0]), times[1] / probe[1] / 4)
+    return per_step, max(times[1] - probe[1] * per_step, 0.0)
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '3.2 min' or '1.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def refresh_git_after_save(model: Any = None, os_path: str | None = None, contents_manager: Any = None,
+                           **kwargs: Any) -> None:
+    """JupyterLab post-save hook (``make lab`` sets it): keep ``git status`` honest for saved notebooks.
+
+    Through the nbstripout filter (``make setup``) a tracked notebook saved with new outputs only is unchanged,
+    yet git's index still holds the old file size, and git takes a size change for a modification without
+    running the filter: ``git status`` says modified (and ``git pull`` refuses) while ``git diff`` is empty.
+    When the filtered file equals the index, re-adding it stages nothing and refreshes that entry."""
+    import subprocess
+
+    if not os_path or not os_path.endswith(".ipynb"):
+        return
+    folder = os.path.dirname(os_path) or "."
+
+    def git(*args: str) -> int:
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True).returncode
+
+    if git("ls-files", "--error-unmatch", "--", os_path) == 0 and git("diff", "--quiet", "--", os_path) == 0:
+        git("add", "--", os_path)
+
+
 def environment() -> dict[str, str]:
     """What ran the notebook: Python, torch, threads, device."""
     return dict(python=sys.version.split()[0], torch=torch.__version__, threads=str(torch.get_num_threads()),
@@ -257,14 +315,14 @@ PUBLISHED_NUMBERS = "data/published_numbers.csv"
 
 
 def _read(results_dir: str, name: str) -> pd.DataFrame | None:
-    path = result_path(results_dir, name)
+    path = readable_path(results_dir, name)
     return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
 
 
 def read_comparison(results_dir: str, dataset: str) -> pd.DataFrame | None:
     from .runner import read_table
 
-    path = result_path(results_dir, f"comparison_{dataset}.csv")
+    path = readable_path(results_dir, f"comparison_{dataset}.csv")
     return current_rows(read_table(path)) if path.exists() else None
 
 
@@ -298,7 +356,7 @@ def _draw_allocations(results_dir, tag, dataset, target):
 
 def _draw_bridge(results_dir, tag, dataset, target):
     table = _read(results_dir, f"bridge_{tag}.csv")
-    meta = result_path(results_dir, f"bridge_{tag}.json")
+    meta = readable_path(results_dir, f"bridge_{tag}.json")
     if table is None or not meta.exists():
         return None
     from .plotting import plot_bridge

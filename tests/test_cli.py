@@ -95,3 +95,66 @@ def test_run_rejects_methods_it_cannot_run(imagefolder, tmp_path, capsys, args, 
     code = main(["run", *args, "--dataset", "imagenet", "--data", str(imagefolder), "--out", str(tmp_path / "o"), *TINY])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing left behind
+
+
+# ----- a newcomer's bad inputs: one line that names the file or value, and nothing left behind -----
+def test_corrupt_image_gets_a_one_line_error_naming_it(imagefolder, tmp_path, capsys):
+    bad = imagefolder / "train" / "n01440764" / "n01440764_9.JPEG"
+    bad.write_bytes(b"<html>403 Forbidden</html>")  # what a failed download leaves behind
+    out = tmp_path / "o"
+    code = main(["run", "--dataset", "imagenet", "--data", str(imagefolder), "--out", str(out),
+                 *TINY[:TINY.index("--calib") + 1], "13", *TINY[TINY.index("--calib") + 2:]])  # every train image
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert str(bad) in err and "not a readable image" in err and "delete or replace" in err
+    assert not out.exists(), "a failed run left its results folder behind"
+
+
+def test_corrupt_image_read_by_a_dataloader_worker_is_one_line(imagefolder):
+    """In a worker process the error comes back wrapped in the worker's traceback: still one line."""
+    from fcpts.data import UnreadableImageError, imagenet_datasets
+    from fcpts.evaluate import evaluate
+
+    bad = imagefolder / "val" / "n01443537" / "ILSVRC2012_val_n01443537_1.JPEG"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    _, val = imagenet_datasets(imagefolder, weights="", model="resnet18", image_size=32, calib_size=4)
+    model = torchvision_model()
+    with pytest.raises(UnreadableImageError) as failure:
+        evaluate(model, val, batch_size=2, device="cpu", progress=False, num_workers=1)
+    message = str(failure.value)
+    assert len(message.splitlines()) == 1 and message.startswith(str(bad)), message
+
+
+def torchvision_model():
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=3)
+
+
+def test_unknown_model_leaves_no_results_folder(imagefolder, tmp_path, capsys):
+    out = tmp_path / "o"
+    code = main(["run", "--dataset", "imagenet", "--data", str(imagefolder), "--out", str(out),
+                 *[a if a != "resnet18" else "resnet_typo" for a in TINY]])
+    err = capsys.readouterr().err
+    assert code == 2 and "resnet_typo" in err
+    assert not out.exists(), "a failed run left an empty results folder"
+
+
+def test_a_failed_run_keeps_a_folder_the_user_made(imagefolder, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    code = main(["run", "--dataset", "imagenet", "--data", str(imagefolder), "--out", str(out),
+                 *[a if a != "resnet18" else "resnet_typo" for a in TINY]])
+    assert code == 2 and out.is_dir()
+
+
+def test_default_num_workers_never_exceed_the_cores():
+    import os
+
+    from fcpts import Config
+    from fcpts.config import default_num_workers
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert Config().num_workers == default_num_workers() == min(4, cores)
+    assert Config(num_workers=7).num_workers == 7  # an explicit value is the user's

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import re
+from itertools import zip_longest
 from pathlib import Path
 
 import nbformat
@@ -57,6 +58,68 @@ def is_type(value: object, type_name: str) -> bool:
 
 def test_the_four_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+# ---- jupytext pairs: NN_name.py (percent format, the file people edit) <-> NN_name.ipynb (stripped) ----
+def pair_differences(text_nb, ipynb) -> list[str]:
+    """What differs between a text source and its .ipynb: cell types, sources and tags, in order."""
+    def cells(nb):
+        return [(c.cell_type, c.source.strip(), sorted(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+
+    def first_difference(x, y) -> str:
+        if x[0] != y[0] or x[2] != y[2]:
+            return f".py: {x[0]} cell, tags {x[2]}; .ipynb: {y[0]} cell, tags {y[2]}"
+        lines = list(zip_longest(x[1].splitlines(), y[1].splitlines(), fillvalue="<no line>"))
+        k, (p, q) = next((k, pq) for k, pq in enumerate(lines) if pq[0] != pq[1])
+        return f"line {k + 1}: .py {p!r} / .ipynb {q!r}"
+
+    a, b = cells(text_nb), cells(ipynb)
+    out = [f"cell {i}, {first_difference(x, y)}" for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    if len(a) != len(b):
+        out.append(f".py has {len(a)} cells, .ipynb has {len(b)}")
+    return out
+
+
+def test_every_notebook_has_its_text_source():
+    texts = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+    assert [p.stem for p in texts] == EXPECTED
+    config = (REPO / "notebooks" / "jupytext.toml").read_text()
+    assert 'formats = "ipynb,py:percent"' in config
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pair_in_sync(path):
+    import jupytext
+
+    differences = pair_differences(jupytext.read(path.with_suffix(".py")), load(path))
+    assert not differences, (f"{path.name} and {path.with_suffix('.py').name} differ (edit the .py, then run "
+                             "`make sync`):\n" + "\n".join(differences[:5]))
+
+
+def test_sync_check_catches_an_edited_ipynb():
+    import jupytext
+
+    path = NOTEBOOKS[0]
+    edited = load(path)
+    code = next(c for c in edited.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
+    code.source += "\nprint('edited in the .ipynb only')"
+    assert pair_differences(jupytext.read(path.with_suffix(".py")), edited)
+
+
+def nbstripout_extra_keys() -> str:
+    """The metadata keys the git filter strips besides outputs: the Makefile's NBSTRIPOUT_EXTRA_KEYS."""
+    return re.search(r"^NBSTRIPOUT_EXTRA_KEYS := (.+)$", (REPO / "Makefile").read_text(), re.M).group(1).strip()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_as_nbstripout_leaves_it(path):
+    """The committed form is nbstripout's own, so the git filter `make setup` installs never shows a change."""
+    import subprocess
+    import sys
+
+    check = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", "--extra-keys", nbstripout_extra_keys(),
+                            str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, f"{path.name}: not in stripped form; run `make sync`\n{check.stdout}{check.stderr}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -118,11 +181,29 @@ def test_param_files_set_only_parameters_every_notebook_declares(params_file):
             assert is_type(value, params[name][0]), f"{params_file.name}: {name} = {value!r} is not {params[name][0]}"
 
 
+# What params/quick.yaml (`make notebooks`, the deliberate refresh) sets apart from the notebooks' defaults.
+REFRESH_ONLY = dict(results_dir="data", figures_dir="figures", progress=False)
+
+
 def test_param_files_exist_and_quick_is_the_default():
     assert {p.name for p in PARAM_FILES} >= {"ci.yaml", "quick.yaml", "full.yaml"}
     quick = yaml.safe_load((REPO / "params" / "quick.yaml").read_text())
     defaults = {k: v for k, (_, v) in declared(NOTEBOOKS[0]).items() if k in SHARED_PARAMETERS}
-    assert quick == defaults, "params/quick.yaml must equal the notebooks' defaults (quick CPU mode)"
+    assert quick == {**defaults, **REFRESH_ONLY}, \
+        "params/quick.yaml must equal the notebooks' defaults (quick CPU mode) but for where results go"
+
+
+def test_default_runs_write_only_to_an_ignored_folder():
+    """A student's Run All (the defaults) must not touch the committed data/ and figures/."""
+    import subprocess
+
+    defaults = {k: v for k, (_, v) in declared(NOTEBOOKS[0]).items() if k in SHARED_PARAMETERS}
+    assert defaults["progress"] is True
+    for key in ("results_dir", "figures_dir"):
+        probe = Path(defaults[key]) / "probe.csv"
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=REPO).returncode == 0
+        assert ignored or not (REPO / ".git").exists(), f"{key} = {defaults[key]!r} is not ignored by git"
+        assert not defaults[key].startswith(("data", "figures")), f"{key} must not default to a committed folder"
 
 
 def test_full_is_the_papers_recipe():
@@ -168,3 +249,29 @@ def test_full_mode_without_imagenet_stops_at_the_first_cell(path, tmp_path, monk
     # Only the parameters cell and papermill's injected-parameters cell come before the failing cell.
     assert failed and all("parameters" in t or "injected-parameters" in t for t in tags), tags
     assert not (tmp_path / "results").exists() and not (tmp_path / "figures").exists()
+
+
+def test_a_run_with_the_defaults_leaves_git_status_clean(tmp_path, monkeypatch):
+    """Notebook 04 exactly as a student runs it (no parameters): it draws the committed results and writes its
+    figures under the ignored results/notebooks/; `git status` is the same before and after."""
+    import os
+    import subprocess
+    import time
+
+    import papermill as pm
+
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def status() -> str:
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                              capture_output=True, text=True, check=True).stdout
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    before, started = status(), time.time()
+    pm.execute_notebook(str(REPO / "notebooks" / "04_paper_figures.ipynb"), str(tmp_path / "04.ipynb"),
+                        cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
+    figures = REPO / declared(NOTEBOOKS[-1])["figures_dir"][1]
+    fresh = [p for p in figures.glob("*.png") if p.stat().st_mtime >= started - 1]
+    assert fresh, f"the run drew no figures into {figures}"
+    assert status() == before, "running a notebook with its defaults changed the checkout"

@@ -18,8 +18,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Packages that only the conda side names: the interpreter, pip itself and the notebook front end.
-CONDA_ONLY = {"python", "pip", "jupyterlab"}
+# Packages that only the conda side names: the interpreter and pip itself (JupyterLab is in the dev extra).
+CONDA_ONLY = {"python", "pip"}
 PINNED = ("torch", "torchvision")
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(.*)$")
@@ -116,3 +116,63 @@ def test_torchvision_operators_and_models_run() -> None:
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10)
     assert torch.isfinite(out).all()
+
+
+def test_setup_installs_the_notebook_output_filter(tmp_path) -> None:
+    """`make setup`'s git-filter step: a notebook run and saved with outputs shows no change in `git status`,
+    while the file on disk keeps its outputs."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import nbformat
+    from nbformat.v4 import new_output
+
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    shutil.copy2(REPO / "Makefile", repo / "Makefile")
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        shutil.copy2(path, repo / "notebooks" / path.name)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=repo,
+                              check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "notebooks as committed")
+    env = {k: v for k, v in os.environ.items() if k != "CONDA_PREFIX"}
+    env["VIRTUAL_ENV"] = sys.prefix  # the Makefile uses this environment's python (installs nothing: fcpts imports)
+    subprocess.run(["make", "-s", "git-filter"], cwd=repo, env=env, check=True)
+
+    path = repo / "notebooks" / "01_theory_bridge_function.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for k, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        cell.execution_count = k + 1
+        cell.outputs = [new_output("stream", name="stdout", text=f"ran cell {k}\n")]
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7", "file_extension": ".py"}
+    nbformat.write(nb, path)
+    assert "ran cell 0" in path.read_text()
+    assert git("diff") == "", "the filter lets outputs through"
+    # git takes the new file size for a change without running the filter: JupyterLab's save hook
+    # (`make lab`) refreshes the entry, after which the executed notebook is clean for status and pull
+    from fcpts.notebook import refresh_git_after_save
+
+    refresh_git_after_save(os_path=str(path))
+    assert git("status", "--porcelain") == "", "an executed, saved notebook shows as a change"
+    assert git("diff", "--cached") == "" and "ran cell 0" in path.read_text()
+    # a real edit stays a change
+    nb.cells[0].source += "\n\nA student's note."
+    nbformat.write(nb, path)
+    refresh_git_after_save(os_path=str(path))
+    assert git("status", "--porcelain").split() == ["M", "notebooks/01_theory_bridge_function.ipynb"]
+    assert git("diff", "--cached") == "", "the hook staged a real edit"
+
+
+def test_make_lab_sets_the_save_hook() -> None:
+    import subprocess
+
+    dry = subprocess.run(["make", "-n", "lab"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "--FileContentsManager.post_save_hook=fcpts.notebook.refresh_git_after_save" in dry
+    assert "jupyterlab" in dry and "ipykernel install --user --name fcpts-kit" in dry
