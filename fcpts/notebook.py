@@ -150,7 +150,12 @@ def working_table(results_dir: str, dataset: str, reference_dir: str = "data", k
 def comparison_grid(targets: Iterable[float], methods: Iterable[str], tiers: Iterable[str],
                     schedules: Iterable[str], fcpts: bool = True, dense: bool = True) -> list[dict]:
     """The runner's rows one by one, cheapest first: dense, then per target the masks-only and BN tiers,
-    FCPTS, the frozen-threshold tier c, and the training-aware schedules."""
+    FCPTS, the frozen-threshold tier c, the training-aware schedules and dynamic sparse training."""
+    from .registry import METHODS
+
+    methods = list(methods)
+    sparse_training = [m for m in methods if METHODS[m].family == "training" and not METHODS[m].scheduled]
+    methods = [m for m in methods if m not in sparse_training]
     jobs: list[dict] = []
     none = dict(methods=[], tiers=[], schedules=[], fcpts=False, dense=False)
     if dense:
@@ -163,6 +168,7 @@ def comparison_grid(targets: Iterable[float], methods: Iterable[str], tiers: Ite
         if "c" in tiers:
             jobs += [dict(none, targets=[target], methods=[m], tiers=["c"]) for m in methods]
         jobs += [dict(none, targets=[target], schedules=[s]) for s in schedules]
+        jobs += [dict(none, targets=[target], methods=[m]) for m in sparse_training]
     return jobs
 
 
@@ -214,6 +220,35 @@ def read_learners(results_dir: str, dataset: str) -> tuple[pd.DataFrame, pd.Data
         return rows[rows[keys].astype(str).apply(tuple, axis=1).isin(set(current))] if len(rows) else rows
 
     return table, side("trajectories"), side("allocations")
+
+
+def read_dst(results_dir: str, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The dynamic-sparse-training table ``dst_<dataset>.csv`` (current rows: DST-EE, RigL, one-cycle, FCPTS)
+    and its coverage side table, or None."""
+    from .runner import read_side, read_table
+
+    path = readable_path(results_dir, f"dst_{dataset}.csv")
+    if not path.exists():
+        return None
+    return current_rows(read_table(path)), read_side(path, "coverage")
+
+
+def training_summary(table: pd.DataFrame, coverage: pd.DataFrame | None = None,
+                     targets: Iterable[float] | None = None) -> pd.DataFrame:
+    """Top-1 per method, start and target over seeds (mean, std, n); one-cycle rows are named by their schedule;
+    with ``coverage``, the mean final coverage of the dynamic-sparse-training rows."""
+    rows = table[table["method"] != "dense"].copy()
+    scheduled = rows["method"].str.startswith("prune_train")
+    rows.loc[scheduled, "method"] = rows.loc[scheduled, "schedule"]
+    if targets is not None:
+        rows = rows[rows["target"].round(6).isin([round(float(t), 6) for t in targets])]
+    out = rows.groupby(["method", "tier", "target"], sort=False)["top1"].agg(["mean", "std", "count"])
+    out = out.rename(columns={"count": "n"}).reset_index()
+    if coverage is not None and len(coverage):
+        last = coverage.sort_values("update").groupby(["method", "tier", "target", "seed"]).coverage.last()
+        out = out.merge(last.groupby(["method", "tier", "target"]).mean().rename("coverage").reset_index(),
+                        on=["method", "tier", "target"], how="left")
+    return out
 
 
 def learner_summary(table: pd.DataFrame, targets: Iterable[float] | None = None) -> pd.DataFrame:
@@ -483,6 +518,28 @@ def _draw_learner_allocations(results_dir, tag, dataset, target):
     return None if side is None else plot_learner_allocations(side, targets, seed=int(side["seed"].min()))
 
 
+DST_TARGETS = (0.8, 0.9, 0.95)  # the coverage panels
+
+
+def _draw_dst_coverage(results_dir, tag, dataset, target):
+    from .plotting import plot_coverage
+
+    found = read_dst(results_dir, dataset)
+    if found is None or found[1].empty:
+        return None
+    present = set(found[1]["target"].round(6))
+    return plot_coverage(found[1], [t for t in DST_TARGETS if t in present] or sorted(present)[-3:])
+
+
+def _draw_dst_accuracy(results_dir, tag, dataset, target):
+    from .plotting import plot_training_aware
+
+    found = read_dst(results_dir, dataset)
+    if found is None or found[0].empty:
+        return None
+    return plot_training_aware(training_summary(found[0]), dense_top1=_dense_top1(found[0]))
+
+
 def kit_rows_for_published(table: pd.DataFrame) -> pd.DataFrame:
     """This kit's counterparts of the published curves: uniform masks only (tier a, like msbench without
     reconstruction), uniform with FCPTS's reconstruction (tier c) and FCPTS."""
@@ -518,6 +575,8 @@ FIGURES = {
     "accuracy_vs_time": _draw_accuracy_vs_time,
     "learner_trajectories": _draw_learner_trajectories,
     "learner_allocations": _draw_learner_allocations,
+    "dst_coverage": _draw_dst_coverage,
+    "dst_accuracy": _draw_dst_accuracy,
     "published_vs_kit": _draw_published,  # notebook 04
 }
 

@@ -22,6 +22,7 @@ METHOD_COLORS = {
     "one_shot": "#7f7f7f", "iterative": "#bcbd22", "agp": "#17becf", "one_cycle": "#aec7e8", "paper": "#000000",
     "unipts": "#7f3c8d", "str": "#1f77b4", "probmask": "#2ca02c", "dsa": "#9467bd",
     "dsa-style": "#9467bd",  # plot_allocation colours a curve by the first word of its label
+    "dst-ee": "#2ca02c", "rigl": "#8c564b",
 }
 
 
@@ -108,6 +109,7 @@ METHOD_LABELS = {
     "one_shot": "one-shot", "iterative": "iterative", "agp": "AGP", "one_cycle": "one-cycle", "paper": "paper",
     "unipts": "UniPTS", "abs": "abs: |S − S*|", "pow2": "pow2: (S − S*)²",
     "str": "STR", "probmask": "ProbMask", "dsa": "DSA-style (unstructured, parameter budget)",
+    "dst-ee": "DST-EE", "rigl": "RigL (DST-EE, c = 0)",
 }
 CLAIM_PHRASES = {"top1_gain_vs_previous_pts_sota": "above the previous post-training-sparsity state of the art",
                  "top1_drop_vs_dense": "below the dense model"}
@@ -440,4 +442,48 @@ def plot_learner_allocations(allocations, targets, seed: int = 0, title: str = "
         curves = {label(m): dict(zip(rows["layer"], rows["sparsity"])) for m, rows in part.groupby("method", sort=False)}
         if curves:
             plot_allocation(curves, title=f"{title} at {target:.0%} (seed {seed})", ax=ax)
+    return fig
+
+
+def plot_coverage(coverage, targets, tier: str = "finetune",
+                  title: str = "Coverage: the fraction of weights ever active, update by update"):
+    """One panel per target: DST-EE's and RigL's coverage after every mask update (line: mean over seeds, band:
+    min–max); the dotted line is the density 1 − S*, where every method starts."""
+    use_style()
+    targets = list(targets)
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 3.8), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        part = coverage[((coverage["target"] - target).abs() < 1e-9) & (coverage["tier"] == tier)]
+        for method, rows in part.groupby("method", sort=False):
+            stats = rows.groupby("step")["coverage"].agg(["mean", "min", "max"])
+            ax.plot(stats.index, stats["mean"], color=color(method), marker="o", markersize=3, label=label(method))
+            if rows["seed"].nunique() > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=color(method), alpha=0.18, linewidth=0)
+        ax.axhline(1 - target, color="#333333", linestyle=":", linewidth=1, label="density 1 − S*")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("weights ever active")
+        ax.set_title(f"target {target:.0%} ({tier})")
+    fig.suptitle(title, fontweight="bold")
+    _legend_below(fig, axes[0], ncol=3)
+    return fig
+
+
+def plot_training_aware(summary, dense_top1: float | None = None,
+                        title: str = "Dynamic sparse training against one-cycle pruning and FCPTS"):
+    """Top-1 against the target for each method and start: the mean over seeds, error bars ± one std where there
+    are several seeds. ``summary``: rows of method, tier, target, mean, std, n (``notebook.training_summary``)."""
+    use_style()
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    styles = {"finetune": "-", "scratch": "--", "c": "-", "-": "-"}
+    for (method, tier), rows in summary.groupby(["method", "tier"], sort=False):
+        rows = rows.sort_values("target")
+        name = label(method) + ("" if tier in ("c", "-") else f", {'from dense' if tier == 'finetune' else 'scratch'}")
+        ax.errorbar(100 * rows["target"], 100 * rows["mean"], yerr=100 * rows["std"].fillna(0), capsize=3,
+                    color=color(method), linestyle=styles.get(tier, "-"), marker="o", markersize=4, label=name)
+    if dense_top1 is not None:
+        ax.axhline(100 * dense_top1, color=color("dense"), linestyle=":", linewidth=1, label="dense")
+    ax.set_xlabel("target sparsity (%)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
     return fig

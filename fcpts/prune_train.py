@@ -180,14 +180,44 @@ def _zero_count(model: nn.Module, sparsity: float, include, exclude) -> int:
     return zero_budget(model, sparsity, include, exclude)[1]
 
 
-def prune_train(model: nn.Module, train_data, target: float, config: PruneTrainConfig | None = None) -> PruneTrainResult:
-    """Train a copy of ``model`` on labelled ``train_data`` (a Dataset of ``(x, y)`` or a DataLoader) while
-    pruning it along ``config.schedule`` to exactly ``target`` global sparsity."""
+class SchedulePolicy:
+    """The masks of schedule-driven pruning: magnitude masks for s(t), recomputed when the zero count changes."""
+
+    def __init__(self, student: nn.Module, layers: dict[str, nn.Module], target: float, config: PruneTrainConfig):
+        self.student, self.layers, self.target, self.config = student, layers, target, config
+        self.schedule = get_schedule(config.schedule, **config.schedule_options)
+        self.masks: dict[str, torch.Tensor] | None = None
+        self.mask_zeros, self.t, self.s = -1, 0.0, 0.0
+        self.label = config.schedule
+        self.exact_zeros = True  # surviving weights never sit at exactly 0: the run ends at round(S*·N) zeros
+
+    def before_step(self, step: int, steps: int) -> None:
+        c = self.config
+        self.t = progress(step, steps)
+        self.s = self.schedule(self.t, c.s_i, self.target)
+        zeros_needed = _zero_count(self.student, self.s, c.include, c.exclude)
+        if zeros_needed != self.mask_zeros:
+            self.masks = masks_at(self.student, self.s, c.allocation, c.include, c.exclude)
+            self.mask_zeros = zeros_needed
+
+    def after_backward(self, step: int, steps: int, optimizer: torch.optim.Optimizer) -> bool:
+        return True  # take the optimiser step
+
+    def log(self) -> dict:
+        return dict(t=self.t, sparsity=self.s, zeros=self.mask_zeros if self.masks is not None else 0)
+
+
+def train_with_masks(model: nn.Module, train_data, target: float, config: PruneTrainConfig, make_policy,
+                     on_step=None) -> PruneTrainResult:
+    """The training loop every training-aware method shares: a copy of ``model`` trained with labels
+    (cross-entropy, ``config``'s optimiser and lr schedule) under the masks of ``make_policy(student, layers)``.
+
+    Every step: the policy sets its masks (``before_step``), masked weights are zeroed, the batch's gradients
+    are computed, the policy may rewire (``after_backward``, which says whether to take the optimiser step),
+    gradients are masked, the optimiser steps, masked weights are zeroed again. ``on_step(step, student,
+    policy, optimizer)`` (tests) sees the state after every step. Ends with exactly round(target·N) zero weights."""
     start_time = time.perf_counter()
-    config = config or PruneTrainConfig()
     target = check_target(target)
-    if config.s_i > target:
-        raise ValueError(f"s_i = {config.s_i} exceeds the target {target}")
     check_finite(model)
     from .evaluate import resolve_device
 
@@ -202,27 +232,26 @@ def prune_train(model: nn.Module, train_data, target: float, config: PruneTrainC
     else:
         per_epoch = len(train_data) // config.batch_size if not isinstance(train_data, DataLoader) else len(train_data)
         steps = max(1, math.ceil(config.epochs * max(1, per_epoch)))
-    schedule = get_schedule(config.schedule, **config.schedule_options)
+    policy = make_policy(student, layers)
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
 
-    masks, mask_zeros, history = None, -1, []
-    student.train()
-    bar = tqdm(range(steps), desc=f"{config.schedule} {target:.0%}", disable=not config.progress, leave=False)
-    for step in bar:
-        t = progress(step, steps)
-        s = schedule(t, config.s_i, target)
-        zeros_needed = _zero_count(student, s, config.include, config.exclude)
-        if zeros_needed != mask_zeros:
-            masks = masks_at(student, s, config.allocation, config.include, config.exclude)
-            mask_zeros = zeros_needed
+    def apply(masks, attribute: str) -> None:
         with torch.no_grad():
-            if masks is not None:
-                for name, mask in masks.items():
-                    layers[name].weight.mul_(mask)
+            for name, mask in (masks or {}).items():
+                tensor = getattr(layers[name].weight, attribute)
+                if tensor is not None:
+                    tensor.mul_(mask)
+
+    history = []
+    student.train()
+    bar = tqdm(range(steps), desc=f"{policy.label} {target:.0%}", disable=not config.progress, leave=False)
+    for step in bar:
+        policy.before_step(step, steps)
+        apply(policy.masks, "data")
         lr = config.lr * _lr_factor(config.lr_schedule, step, steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -230,32 +259,39 @@ def prune_train(model: nn.Module, train_data, target: float, config: PruneTrainC
         logits = student(x.to(device))
         loss = F.cross_entropy(logits, y.to(device), label_smoothing=config.label_smoothing)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step} (sparsity {s:.4f}); lower PruneTrainConfig.lr "
+            raise FloatingPointError(f"non-finite loss at step {step} ({policy.label}); lower PruneTrainConfig.lr "
                                      f"(now {config.lr})")
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if masks is not None:
-            for name, mask in masks.items():
-                if layers[name].weight.grad is not None:
-                    layers[name].weight.grad.mul_(mask)
-        optimizer.step()
-        with torch.no_grad():
-            if masks is not None:
-                for name, mask in masks.items():
-                    layers[name].weight.mul_(mask)
+        if policy.after_backward(step, steps, optimizer):
+            apply(policy.masks, "grad")
+            optimizer.step()
+        apply(policy.masks, "data")
         if step % config.log_every == 0 or step == steps - 1:
-            history.append(dict(step=step, t=t, sparsity=s, zeros=mask_zeros if masks is not None else 0,
-                                loss=loss_value, lr=lr))
-        bar.set_postfix(S=f"{s:.3f}", loss=f"{loss_value:.3f}")
+            history.append(dict(step=step, **policy.log(), loss=loss_value, lr=lr))
+        if on_step is not None:
+            on_step(step, student, policy, optimizer)
+        bar.set_postfix(loss=f"{loss_value:.3f}", **{k: f"{v:.3f}" for k, v in policy.log().items()
+                                                     if k in ("sparsity", "coverage")})
 
     student.eval()
     zeros, total = count_zeros(student)
     expected = _zero_count(student, target, config.include, config.exclude)
-    if zeros != expected:
-        raise RuntimeError(f"prune_train ended with {zeros} zero weights, expected exactly {expected}; a surviving "
+    if zeros < expected or (zeros != expected and policy.exact_zeros):
+        raise RuntimeError(f"{policy.label} ended with {zeros} zero weights, expected exactly {expected}; a surviving "
                            "weight reached exactly 0.0 or an excluded layer holds zeros")
     allocation = {r["layer"]: r["sparsity"] for r in weight_sparsity_table(student) if r["layer"] in layers}
     return PruneTrainResult(model=student, allocation=allocation, history=history, target=target, steps=steps,
                             zeros=zeros, total=total, achieved_sparsity=zeros / total,
                             wall_time=time.perf_counter() - start_time, config=config)
+
+
+def prune_train(model: nn.Module, train_data, target: float, config: PruneTrainConfig | None = None) -> PruneTrainResult:
+    """Train a copy of ``model`` on labelled ``train_data`` (a Dataset of ``(x, y)`` or a DataLoader) while
+    pruning it along ``config.schedule`` to exactly ``target`` global sparsity."""
+    config = config or PruneTrainConfig()
+    if config.s_i > check_target(target):
+        raise ValueError(f"s_i = {config.s_i} exceeds the target {target}")
+    return train_with_masks(model, train_data, target, config,
+                            lambda student, layers: SchedulePolicy(student, layers, target, config))

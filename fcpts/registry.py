@@ -13,10 +13,12 @@ columns) and where it runs in a sweep:
 | ``allocation`` | ``uniform global erk lamp pot`` | ``a`` / ``b`` / ``c`` (``fcpts.baselines``) | ``-`` |
 | ``learner`` | ``fcpts fcpts-kde fcpts-ste str probmask dsa`` | ``c`` (the same reconstruction budget) | ``-`` |
 | ``training`` | ``prune_train-uniform prune_train-global`` | ``finetune`` / ``scratch`` | a schedule name |
+| ``training`` | ``dst-ee rigl`` (dynamic sparse training, no schedule) | ``finetune`` / ``scratch`` | ``-`` |
 
 Every ``run`` returns ``(pruned model in eval mode, info)``; info may hold steps, wall_time,
 sparsity_before_projection, allocation_drift, allocation ({layer: sparsity}) and trajectory (the global
-sparsity of every step, learners only). Adding a method is one ``register(Method(...))`` call.
+sparsity of every step, learners only) and coverage (the fraction of weights ever active after every mask
+update, dynamic sparse training). Adding a method is one ``register(Method(...))`` call.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from .baselines import ALLOCATION_METHODS, TIERS, prune_baseline
 from .calibration import recalibrate_bn
 from .config import Config
 from .dsa import DsaConfig, DsaLearner
+from .dst import DstConfig, dst_train
 from .learners import ProbMaskConfig, ProbMaskLearner, StrConfig, StrLearner
 from .pot import PotConfig
 from .prune_train import PruneTrainConfig, prune_train
@@ -83,15 +86,20 @@ class Method:
     description: str
     options: Callable[[], Any] | None = None  # default options dataclass (learners), part of the row's fingerprint
     config_overrides: dict = field(default_factory=dict)  # Config fields this method changes (FCPTS variants)
+    scheduled: bool = True  # training family: one row per sparsity schedule (False: dynamic sparse training)
 
     def settings(self, ctx: RunContext, spec: RunSpec) -> dict | None:
         """What changes this row's numbers beyond the Config and the dense model (None: nothing)."""
         if self.family == "allocation" and self.name == "pot" and spec.tier != "c":
             return {"pot": _pot_settings(ctx.pot)}
-        if self.family == "training":
+        if self.family == "training" and self.scheduled:
             finetune = {**ctx.finetune.to_dict(), "allocation": self.name.split("-", 1)[1]}
             return {"finetune": {k: v for k, v in finetune.items()
                                  if k not in ("seed", "device", "progress", "schedule", "log_every")}}
+        if self.family == "training":  # no schedule: the sparsity follows the method's own options
+            unused = ("seed", "device", "progress", "schedule", "log_every", "allocation", "schedule_options", "s_i")
+            return {"finetune": {k: v for k, v in ctx.finetune.to_dict().items() if k not in unused},
+                    "dst": {"name": self.name, **ctx.options(self).to_dict()}}
         extra = {}
         if self.options is not None:
             extra["learner"] = {"name": self.name, **ctx.options(self).to_dict()}
@@ -131,7 +139,8 @@ def variants(method: Method, tiers=TIERS, schedules=(), starts=("dense",)) -> li
         return [(tier, NONE, "dense") for tier in tiers]
     if method.family == "learner":
         return [("c", NONE, "dense")]
-    return [("finetune" if start == "dense" else "scratch", name, start) for start in starts for name in schedules]
+    names = schedules if method.scheduled else [NONE]
+    return [("finetune" if start == "dense" else "scratch", name, start) for start in starts for name in names]
 
 
 def phase(method: Method, tier: str) -> int:
@@ -186,23 +195,38 @@ def _learner_runner(make: Callable[[Any], Any]):
     return run
 
 
-def _run_training(ctx: RunContext, spec: RunSpec):
+def _training_start(ctx: RunContext, spec: RunSpec) -> nn.Module:
+    """The model a training-aware row starts from: the dense model, or a fresh one (``scratch``)."""
     if ctx.train_split is None:
         raise ValueError(f"{spec.method} trains with labels: give the runner a labelled train split")
+    if spec.start == "dense":
+        return ctx.model
+    if ctx.scratch_model is not None:
+        return ctx.scratch_model(spec.seed)
+    from .models import build_model
+
+    torch.manual_seed(spec.seed)
+    return build_model(ctx.config.model, weights=None, num_classes=ctx.bundle(spec.seed).num_classes)
+
+
+def _run_training(ctx: RunContext, spec: RunSpec):
+    initial = _training_start(ctx, spec)
     allocation = spec.method.split("-", 1)[1]
     ft = (ctx.finetune or PruneTrainConfig()).replace(schedule=spec.schedule, seed=spec.seed, allocation=allocation,
                                                       device=ctx.config.device, progress=False)
-    if spec.start == "dense":
-        initial = ctx.model
-    elif ctx.scratch_model is not None:
-        initial = ctx.scratch_model(spec.seed)
-    else:
-        from .models import build_model
-
-        torch.manual_seed(spec.seed)
-        initial = build_model(ctx.config.model, weights=None, num_classes=ctx.bundle(spec.seed).num_classes)
     result = prune_train(initial, ctx.train_split, spec.target, ft)
     return result.model, dict(steps=result.steps, wall_time=result.wall_time)
+
+
+def _run_dst(ctx: RunContext, spec: RunSpec):
+    """DST-EE / RigL with the schedule rows' training settings (steps, optimiser, lr) and the method's options."""
+    initial = _training_start(ctx, spec)
+    options = ctx.options(METHODS[spec.method])
+    if spec.method == "rigl" and options.c != 0:
+        raise ValueError(f"rigl is DST-EE with c = 0; got c = {options.c} (use the method dst-ee for c > 0)")
+    ft = (ctx.finetune or PruneTrainConfig()).replace(seed=spec.seed, device=ctx.config.device, progress=ctx.progress)
+    result, coverage = dst_train(initial, ctx.train_split, spec.target, ft, options, start=spec.start)
+    return result.model, dict(steps=result.steps, wall_time=result.wall_time, coverage=coverage)
 
 
 # ----- the registrations -------------------------------------------------------------------------------------
@@ -229,6 +253,10 @@ register(Method("prune_train-uniform", "training", _run_training,
                 "training-aware pruning with labels, per-layer (uniform) magnitude masks"))
 register(Method("prune_train-global", "training", _run_training,
                 "training-aware pruning with labels, global magnitude masks"))
+register(Method("dst-ee", "training", _run_dst, "DST-EE: constant non-zeros at ERK, drop by magnitude, grow by "
+                "|gradient| + an exploration bonus", options=DstConfig, scheduled=False))
+register(Method("rigl", "training", _run_dst, "RigL: DST-EE with no exploration bonus (c = 0)",
+                options=lambda: DstConfig(c=0.0), scheduled=False))
 
 LEARNERS = ("str", "probmask", "dsa")  # the allocation learners FCPTS argues against (method.md §7)
 DISPLAY_NAMES = {"fcpts": "FCPTS", "str": "STR", "probmask": "ProbMask",

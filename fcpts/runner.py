@@ -180,7 +180,7 @@ def _selected(methods: Iterable[str], fcpts: bool, dense: bool, schedules: list[
 
 
 def _context(config: Config, model, model_name, data, train_data, schedules: list[str], finetune, pot_config,
-             scratch_model, learner_options, progress: bool) -> tuple[RunContext, str, list[str]]:
+             scratch_model, learner_options, progress: bool, methods: Iterable[str] = ()) -> tuple[RunContext, str, list[str]]:
     """The sweep's shared state: the dense model (default: the embedded one, or ``build_model``), the data per
     seed (loaded once), the labelled train split of the schedule rows (skipped when there is none)."""
     from .evaluate import resolve_device
@@ -210,11 +210,13 @@ def _context(config: Config, model, model_name, data, train_data, schedules: lis
         return bundles[seed]
 
     train_split = train_data
-    if train_split is None and schedules and config.dataset == "digits" and data is None:
+    labelled = bool(schedules) or any(get_method(m).family == "training" and not get_method(m).scheduled
+                                      for m in methods)
+    if train_split is None and labelled and config.dataset == "digits" and data is None:
         from .data import DIGITS_SPLIT_SEED, digits_datasets
 
         train_split = digits_datasets(config.image_size, seed=DIGITS_SPLIT_SEED)[0]
-    if schedules and train_split is None:
+    if labelled and train_split is None:
         print("[fcpts.runner] no labelled train split given: skipping the schedule rows", file=sys.stderr)
         schedules = []
     ctx = RunContext(config=config, model=model.eval(), bundle=bundle, device=resolve_device(config.device),
@@ -272,8 +274,9 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
     finetune = finetune or default_finetune(config.steps)
     csv_path = Path(out_csv)
     json_file = csv_path.with_suffix(".json") if json_path is True else (Path(json_path) if json_path else None)
+    methods = list(methods)
     ctx, model_name, schedules = _context(config, model, model_name, data, train_data, schedules, finetune,
-                                          pot_config, scratch_model, learner_options, progress)
+                                          pot_config, scratch_model, learner_options, progress, methods)
     model, bundle, device = ctx.model, ctx.bundle, ctx.device
     base = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
     base["model_id"] = model_fingerprint(model)
@@ -318,7 +321,7 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
                    allocation_drift=info.get("allocation_drift", math.nan),
                    dataset=getattr(b, "name", config.dataset), model=model_name, config_hash=job.config_hash,
                    finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        if "trajectory" in info:  # side tables first: a row in the main table always has its side rows
+        if any(k in info for k in SIDE_INFO):  # side tables first: a row in the main table always has them
             write_side_rows(csv_path, row, info)
         table = pd.concat([table, pd.DataFrame([row], columns=list(COLUMNS))], ignore_index=True) if len(table) \
             else pd.DataFrame([row], columns=list(COLUMNS))
@@ -330,12 +333,14 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
 
 # ----- side tables: per-step global sparsity and final per-layer allocation of every learner row -------------
 SIDE_KEY = ("method", "tier", "schedule", "target", "seed", "config_hash")
-SIDE_KINDS = ("trajectories", "allocations")
+SIDE_KINDS = ("trajectories", "allocations", "coverage")
+SIDE_INFO = ("trajectory", "allocation", "coverage")  # the keys of a run's info that fill them
 
 
 def side_path(csv_path: str | os.PathLike, kind: str) -> Path:
-    """``<out>_details/trajectories.csv`` or ``<out>_details/allocations.csv`` beside the runner's table (in a
-    folder, so that globs over result tables such as ``quality_*.csv`` never pick them up)."""
+    """``<out>_details/<kind>.csv`` beside the runner's table: trajectories (learners' global sparsity per step),
+    allocations (their final per-layer sparsities), coverage (dynamic sparse training: the fraction of weights
+    ever active after every mask update). In a folder, so that globs over result tables never pick them up."""
     csv_path = Path(csv_path)
     return csv_path.parent / f"{csv_path.stem}_details" / f"{kind}.csv"
 
@@ -363,11 +368,14 @@ def _append_side(path: Path, new: pd.DataFrame) -> None:
 
 def write_side_rows(csv_path: Path, row: dict, info: dict) -> None:
     key = {k: row[k] for k in SIDE_KEY}
-    trajectory = pd.DataFrame([{**key, "step": i, "sparsity": s} for i, s in enumerate(info["trajectory"])])
-    _append_side(side_path(csv_path, "trajectories"), trajectory)
+    if info.get("trajectory"):
+        trajectory = pd.DataFrame([{**key, "step": i, "sparsity": s} for i, s in enumerate(info["trajectory"])])
+        _append_side(side_path(csv_path, "trajectories"), trajectory)
     if info.get("allocation"):
         allocation = pd.DataFrame([{**key, "layer": n, "sparsity": s} for n, s in info["allocation"].items()])
         _append_side(side_path(csv_path, "allocations"), allocation)
+    if info.get("coverage"):
+        _append_side(side_path(csv_path, "coverage"), pd.DataFrame([{**key, **c} for c in info["coverage"]]))
 
 
 def _parse_shard(parser: argparse.ArgumentParser, text: str | None) -> tuple[int, int] | None:

@@ -247,8 +247,51 @@ summary.round(2) if summary is not None else None
 written = nb.draw("learner_allocations", tag, results_dir, figures_dir, dataset=dataset, target=target)
 
 # %% [markdown]
+# ## 6 · Sparse from the first step: DST-EE and RigL beside one-cycle pruning
+#
+# One-cycle and the other schedules of §2 start dense and prune along the way. **Dynamic sparse training**
+# is the other end of training-aware pruning: the network is sparse from the first step, at fixed per-layer
+# densities (ERK), and only *which* weights are active changes. Every ΔT steps, in every layer, it drops the
+# active weights of smallest magnitude and grows as many inactive ones. **RigL** (Evci et al. 2020) grows
+# those with the largest gradient; **DST-EE** (Huang et al. 2023) adds an exploration bonus for weights that
+# have rarely been active, c·sqrt(ln(u+1)/(N+ε)), like an upper confidence bound, so it tries more of the
+# network. RigL is DST-EE with c = 0, and registered as its own method. Grown weights start at 0 with no
+# optimiser momentum; the drop fraction decays by a cosine from 0.3 to 0 at 75 % of the steps.
+#
+# Both run with the one-cycle rows' budget and optimiser (150 steps of AdamW at batch 64 with labels, fastai's
+# one-cycle learning rate), from the dense model (magnitude-pruned to the ERK densities at step 0) and from
+# scratch (random masks). DST-EE's paper has no public code and could not be read here, so the bonus form, c,
+# ε and the other details are named options of `fcpts.dst.DstConfig` (`../shared/docs/method.md` §8).
+# **Coverage**, the fraction of weights ever active, is the exploration it bought. The rows live in their own
+# table, `data/dst_<dataset>.csv`, with FCPTS and one-cycle rows computed on the same dense model:
+# `python -m fcpts.runner --out data/dst_digits.csv --methods dst-ee rigl --schedules one_cycle --starts dense scratch`.
+
+# %%
+dst_csv = nb.working_table(results_dir, dataset, kind="dst")
+with nb.Timer() as timer:
+    dst_table, computed = nb.resume_comparison(config, dst_csv, targets, max_new_runs, methods=("dst-ee", "rigl"),
+                                               tiers=(), schedules=("one_cycle",), starts=("dense", "scratch"))
+print(f"{dst_csv}: computed {computed} new rows in {timer.seconds:.0f} s (max_new_runs = {max_new_runs})")
+found_dst = nb.read_dst(results_dir, dataset)
+dst_summary = nb.training_summary(*found_dst, targets=nb.DST_TARGETS) if found_dst else None
+dst_summary.round(4) if dst_summary is not None else None
+
+# %% tags=["nbval-check-output"]
+from fcpts.registry import METHODS
+
+print("dynamic sparse training:", ", ".join(f"{m} ({METHODS[m].description.split(':')[0]})" for m in ("dst-ee", "rigl")))
+
+# %% [markdown]
+# ### Coverage over training, and accuracy against one-cycle and FCPTS
+
+# %%
+nb.draw("dst_coverage", tag, results_dir, figures_dir, dataset=dataset, target=target)
+nb.draw("dst_accuracy", tag, results_dir, figures_dir, dataset=dataset, target=target);
+
+# %% [markdown]
 # ## Summary
 #
-# The tables behind these figures are `data/comparison_<dataset>.csv` and `data/learners_<dataset>.csv`; every
+# The tables behind these figures are `data/comparison_<dataset>.csv`, `data/learners_<dataset>.csv` and
+# `data/dst_<dataset>.csv`; every
 # figure is redrawn from them by notebook 04. To extend it (more targets, seeds or methods), run the runner, or this notebook with
 # `max_new_runs: -1`: only the missing rows are computed.

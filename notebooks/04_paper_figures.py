@@ -29,6 +29,7 @@
 # | `fcpts_allocation_<tag>`, `fcpts_convergence_<tag>`, `fcpts_losses_<tag>` | `fcpts_allocation_<tag>.csv`, `fcpts_history_<tag>.csv`, `fcpts_summary_<tag>.csv` (02) |
 # | `accuracy_vs_sparsity_<tag>`, `schedules_<tag>`, `accuracy_vs_time_<tag>` | `comparison_<dataset>.csv` (03, the runner) |
 # | `learner_trajectories_<tag>`, `learner_allocations_<tag>` | `learners_<dataset>.csv` and its `learners_<dataset>_details/` (trajectories, allocations; 03, the runner) |
+# | `dst_coverage_<tag>`, `dst_accuracy_<tag>` | `dst_<dataset>.csv` and its `dst_<dataset>_details/coverage.csv` (03, the runner) |
 # | `published_vs_kit_<tag>` | `data/published_numbers.csv` and `comparison_<dataset>.csv` |
 #
 # `<tag>` is `<model>_<dataset>`, e.g. `resnet50_digits`. With `params/full.yaml` it draws the ImageNet

@@ -202,3 +202,26 @@ def test_sharded_tables_merged_equal_the_unsharded_table(tmp_path):
         run(tmp_path, out_csv=tmp_path / "bad.csv", shard=(3, 3), **kw)
     with pytest.raises(SystemExit):
         runner.main(["--out", str(tmp_path / "x.csv"), "--shard", "2"])
+
+
+def test_dynamic_sparse_training_rows_with_coverage(tmp_path):
+    """DST-EE and RigL rows: no schedule, both starts, the schedule rows' training settings, coverage saved."""
+    kw = dict(methods=("dst-ee", "rigl"), schedules=(), starts=("dense", "scratch"), fcpts=False, dense=False,
+              targets=(0.7,), finetune=PruneTrainConfig(steps=12, batch_size=8, progress=False),
+              scratch_model=lambda seed: make_model("cnn"))
+    table = run(tmp_path, out_csv=tmp_path / "dst.csv", **kw)
+    assert sorted(zip(table.method, table.tier)) == [("dst-ee", "finetune"), ("dst-ee", "scratch"),
+                                                      ("rigl", "finetune"), ("rigl", "scratch")]
+    assert set(table.schedule) == {"-"} and (table.steps == 12).all()
+    assert (table.zeros >= (0.7 * table.total).round()).all()  # grown weights with a zero gradient stay 0
+    assert (table.achieved_sparsity < 0.71).all()
+    assert table.config_hash.nunique() == 2  # c is part of the fingerprint; the start is a row key
+    coverage = runner.read_side(tmp_path / "dst.csv", "coverage")
+    assert set(coverage.method) == {"dst-ee", "rigl"} and coverage["update"].max() >= 5
+    final = coverage.sort_values("update").groupby(["method", "tier"]).coverage.last()
+    assert (final > 0.3).all() and final["dst-ee", "finetune"] >= final["rigl", "finetune"]
+    with pytest.raises(ValueError, match="c = 0"):
+        from fcpts.dst import DstConfig
+
+        run(tmp_path, out_csv=tmp_path / "bad.csv", **{**kw, "methods": ("rigl",)},
+            learner_options={"rigl": DstConfig(c=0.5)})
