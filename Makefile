@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Run the import check from / so that the repository checkout on sys.path cannot fake an installed package.
 install-active:
-	@cd / && "$(PY)" -c "import fcpts, pytest" 2>/dev/null || \
+	@cd / && "$(PY)" -c "import fcpts, pytest, jupytext, nbstripout, jupyterlab, playwright" 2>/dev/null || \
 		(cd "$(CURDIR)" && "$(PY)" -m pip install -q -e ".[dev]")
 
 # nbstripout as a git filter on *.ipynb (in .git/, so only inside a checkout): executed notebooks, a
@@ -38,8 +38,8 @@ install-active:
 # language_info is stripped too: JupyterLab fills in the kernel's Python version, which differs between machines.
 NBSTRIPOUT_EXTRA_KEYS := metadata.language_info
 git-filter: $(SETUP_TARGET)
-	@if git rev-parse --git-dir >/dev/null 2>&1; then \
-		"$(PY)" -m nbstripout --is-installed 2>/dev/null || "$(PY)" -m nbstripout --install; \
+	@if [ "$$(git rev-parse --show-toplevel 2>/dev/null)" = "$(CURDIR)" ]; then \
+		{ "$(PY)" -m nbstripout --is-installed 2>/dev/null || "$(PY)" -m nbstripout --install; } && \
 		git config filter.nbstripout.extrakeys "$(NBSTRIPOUT_EXTRA_KEYS)"; fi
 
 demo: setup

@@ -296,9 +296,11 @@ class Timer:
 def time_fcpts_step(model: torch.nn.Module, data: DataBundle, config: Config,
                     probe: tuple[int, int] = (2, 5)) -> tuple[float, float]:
     """(seconds per FCPTS step, seconds of set-up + projection per run) on this machine, from two short
-    ``sparsify`` runs of ``probe`` steps: their difference leaves the fixed costs out."""
+    ``sparsify`` runs of ``probe`` steps after an untimed one-step warm-up: their difference leaves the fixed
+    costs out."""
     from .sparsify import sparsify
 
+    sparsify(model, fresh_calibration(data), config.target, config.replace(steps=1, progress=False))
     times = []
     for steps in probe:
         with Timer() as timer:
@@ -332,8 +334,11 @@ def refresh_git_after_save(model: Any = None, os_path: str | None = None, conten
     def git(*args: str) -> int:
         return subprocess.run(["git", *args], cwd=folder, capture_output=True).returncode
 
-    if git("ls-files", "--error-unmatch", "--", os_path) == 0 and git("diff", "--quiet", "--", os_path) == 0:
-        git("add", "--", os_path)
+    try:  # never fail a save: no git, or not a checkout, leaves the index alone
+        if git("ls-files", "--error-unmatch", "--", os_path) == 0 and git("diff", "--quiet", "--", os_path) == 0:
+            git("add", "--", os_path)
+    except OSError:
+        return
 
 
 def environment() -> dict[str, str]:

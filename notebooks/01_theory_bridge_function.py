@@ -35,7 +35,7 @@
 # the committed `data/` and `figures/`. Or run it with papermill from the repository root:
 #
 # ```bash
-# papermill notebooks/01_theory_bridge_function.ipynb build/notebooks/01_theory_bridge_function.ipynb -f params/quick.yaml   # quick, CPU
+# papermill notebooks/01_theory_bridge_function.ipynb build/notebooks/01_theory_bridge_function.ipynb -f params/quick.yaml   # quick, CPU; writes data/, figures/
 # papermill notebooks/01_theory_bridge_function.ipynb build/notebooks/01_theory_bridge_function.ipynb -f params/full.yaml    # ImageNet recipe
 # papermill --help-notebook notebooks/01_theory_bridge_function.ipynb                                    # every parameter
 # ```

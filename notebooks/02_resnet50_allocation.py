@@ -32,7 +32,7 @@
 # decay 3e-4, student and teacher in train mode); the `ste` run changes only the gradient mode. Both end
 # with the exact projection (the released code has none).
 #
-# Quick mode (the defaults): the kit's ResNet-50 trained on digits. Run All takes about 10 minutes on a
+# Quick mode (the defaults): the kit's ResNet-50 trained on digits. Run All takes 4 to 10 minutes on a
 # 2-core CPU, most of it the two FCPTS runs of §3 and §4; the cell before them times a few steps on your
 # machine and says what they will cost. Full mode
 # (`params/full.yaml`): torchvision's ResNet-50 `IMAGENET1K_V1` on ImageNet with the paper's recipe —
@@ -44,7 +44,7 @@
 # the committed `data/` and `figures/`. Or run it with papermill from the repository root:
 #
 # ```bash
-# papermill notebooks/02_resnet50_allocation.ipynb build/notebooks/02_resnet50_allocation.ipynb -f params/quick.yaml   # quick, CPU
+# papermill notebooks/02_resnet50_allocation.ipynb build/notebooks/02_resnet50_allocation.ipynb -f params/quick.yaml   # quick, CPU; writes data/, figures/
 # papermill notebooks/02_resnet50_allocation.ipynb build/notebooks/02_resnet50_allocation.ipynb -f params/full.yaml    # ImageNet recipe
 # papermill --help-notebook notebooks/02_resnet50_allocation.ipynb                                    # every parameter
 # ```

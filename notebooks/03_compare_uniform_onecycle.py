@@ -42,7 +42,7 @@
 # the committed `data/` and `figures/`. Or run it with papermill from the repository root:
 #
 # ```bash
-# papermill notebooks/03_compare_uniform_onecycle.ipynb build/notebooks/03_compare_uniform_onecycle.ipynb -f params/quick.yaml   # quick, CPU
+# papermill notebooks/03_compare_uniform_onecycle.ipynb build/notebooks/03_compare_uniform_onecycle.ipynb -f params/quick.yaml   # quick, CPU; writes data/, figures/
 # papermill notebooks/03_compare_uniform_onecycle.ipynb build/notebooks/03_compare_uniform_onecycle.ipynb -f params/full.yaml    # ImageNet recipe
 # papermill --help-notebook notebooks/03_compare_uniform_onecycle.ipynb                                    # every parameter
 # ```

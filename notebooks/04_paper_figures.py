@@ -41,7 +41,7 @@
 # the committed `data/` and `figures/`. Or run it with papermill from the repository root:
 #
 # ```bash
-# papermill notebooks/04_paper_figures.ipynb build/notebooks/04_paper_figures.ipynb -f params/quick.yaml   # quick, CPU
+# papermill notebooks/04_paper_figures.ipynb build/notebooks/04_paper_figures.ipynb -f params/quick.yaml   # quick, CPU; writes data/, figures/
 # papermill notebooks/04_paper_figures.ipynb build/notebooks/04_paper_figures.ipynb -f params/full.yaml    # ImageNet recipe
 # papermill --help-notebook notebooks/04_paper_figures.ipynb                                    # every parameter
 # ```

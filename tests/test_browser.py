@@ -66,9 +66,26 @@ def stripped(path: Path) -> dict:
     return json.loads(out)
 
 
+def requirements() -> tuple[str, object]:
+    """(the Chromium binary, playwright.sync_api), or a skip that says what is missing and how to get it."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium found: install Debian's package (`apt-get install chromium`, as .ci/run does) or "
+                    "set FCPTS_CHROMIUM to a Chromium or Chrome binary")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the Playwright package is missing: `make setup`")
+    for tool in ("git", "make"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"the browser test needs {tool} on the PATH")
+    if subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=REPO, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: the test compares `git status` before and after the run")
+    return chromium, sync_api
+
+
 @pytest.fixture
 def lab(tmp_path):
-    """JupyterLab on a free local port over a copy of notebook 01's pair; yields (url base, token, folder)."""
+    """JupyterLab on a free local port over a copy of notebook 01's pair; yields (url base, token, folder,
+    chromium, playwright.sync_api). Skips first when a requirement is missing."""
+    chromium, sync_api = requirements()
     folder = tmp_path / "notebooks"
     folder.mkdir()
     for name in (f"{NOTEBOOK}.ipynb", f"{NOTEBOOK}.py", "jupytext.toml"):
@@ -104,7 +121,7 @@ def lab(tmp_path):
                 if time.monotonic() > deadline:
                     pytest.fail("JupyterLab did not answer in 120 s:\n" + (tmp_path / "lab.log").read_text()[-3000:])
                 time.sleep(0.5)
-        yield base, token, folder
+        yield base, token, folder, chromium, sync_api
     finally:
         server.terminate()
         try:
@@ -130,12 +147,7 @@ STATE_JS = """() => {
 
 
 def test_notebook_01_runs_in_jupyterlab_in_chromium(lab):
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("no Chromium found: install Debian's package (`apt-get install chromium`, as .ci/run does) or "
-                    "set FCPTS_CHROMIUM to a Chromium or Chrome binary")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the Playwright package is missing: `make setup`")
-    base, token, folder = lab
+    base, token, folder, chromium, sync_api = lab
     status_before = git_status()
     committed_py = (REPO / "notebooks" / f"{NOTEBOOK}.py").read_text()
     started = time.time()
