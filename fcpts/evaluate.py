@@ -31,11 +31,12 @@ def _model_device(model: nn.Module) -> torch.device:
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256,
              device: str | torch.device | None = None, progress: bool = True,
-             num_workers: int = 0) -> dict[str, Any]:
+             num_workers: int = 0, per_image: bool = False) -> dict[str, Any]:
     """Accuracy of `model` on `data` (a Dataset of `(image, label)` or a DataLoader).
 
     Returns `{"top1": float, "top5": float | None, "n": int}`, accuracies as fractions in [0, 1]; top-5 is
-    None for models with fewer than 5 outputs. `device=None` evaluates where the model already is; a
+    None for models with fewer than 5 outputs. `per_image=True` adds `"correct"`: a bool tensor, one top-1
+    outcome per image in the data's order (for paired comparisons, `fcpts.stats`). `device=None` evaluates where the model already is; a
     named device moves it there for the call. The model runs in eval mode (BatchNorm uses its running
     statistics, dropout is off) and gets its previous mode and device back afterwards.
     """
@@ -49,6 +50,7 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256
     model.to(target).eval()
     correct1 = correct5 = n = 0
     has_top5 = None
+    outcomes = []
     try:
         for x, y in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
             x, y = x.to(target), torch.as_tensor(y).to(target)
@@ -64,6 +66,8 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256
             top = logits.topk(k, dim=1).indices  # [B, k], best first
             hits = top == y[:, None]
             correct1 += int(hits[:, 0].sum())
+            if per_image:
+                outcomes.append(hits[:, 0].cpu())
             correct5 += int(hits.any(dim=1).sum())
             n += y.numel()
     finally:
@@ -71,4 +75,7 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256
         model.to(home)
     if n == 0:
         raise ValueError("evaluate() got an empty dataset")
-    return {"top1": correct1 / n, "top5": correct5 / n if has_top5 else None, "n": n}
+    result = {"top1": correct1 / n, "top5": correct5 / n if has_top5 else None, "n": n}
+    if per_image:
+        result["correct"] = torch.cat(outcomes)
+    return result

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -48,6 +49,7 @@ from .baselines import ALLOCATION_METHODS, TIERS
 from .config import Config, check_target
 from .masking import count_zeros
 from .pot import PotConfig
+from .stats import pack_outcomes, unpack_outcomes
 from .prune_train import PruneTrainConfig
 from .registry import METHODS, NONE, RunContext, RunSpec, get_method, phase, variants
 from .schedules import SCHEDULES
@@ -312,7 +314,9 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
         pruned, info = METHODS[spec.method].run(ctx, spec)
         wall = info.get("wall_time") or (time.perf_counter() - tic)
         b = bundle(spec.seed)
-        metrics = evaluate(pruned, b.test, batch_size=config.eval_batch_size, device=device, progress=False)
+        metrics = evaluate(pruned, b.test, batch_size=config.eval_batch_size, device=device, progress=False,
+                           per_image=True)
+        info = {**info, "outcomes": pack_outcomes(metrics["correct"])}
         zeros, total = count_zeros(pruned)
         row = dict(method=spec.method, tier=spec.tier, schedule=spec.schedule, target=spec.target, seed=spec.seed,
                    achieved_sparsity=zeros / total, top1=metrics["top1"], top5=metrics["top5"], wall_time=wall,
@@ -333,14 +337,15 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
 
 # ----- side tables: per-step global sparsity and final per-layer allocation of every learner row -------------
 SIDE_KEY = ("method", "tier", "schedule", "target", "seed", "config_hash")
-SIDE_KINDS = ("trajectories", "allocations", "coverage")
-SIDE_INFO = ("trajectory", "allocation", "coverage")  # the keys of a run's info that fill them
+SIDE_KINDS = ("trajectories", "allocations", "coverage", "outcomes")
+SIDE_INFO = ("trajectory", "allocation", "coverage", "outcomes")  # the keys of a run's info that fill them
 
 
 def side_path(csv_path: str | os.PathLike, kind: str) -> Path:
     """``<out>_details/<kind>.csv`` beside the runner's table: trajectories (learners' global sparsity per step),
     allocations (their final per-layer sparsities), coverage (dynamic sparse training: the fraction of weights
-    ever active after every mask update). In a folder, so that globs over result tables never pick them up."""
+    ever active after every mask update), outcomes (every row: which test images it got right, packed by
+    ``fcpts.stats.pack_outcomes``). In a folder, so that globs over result tables never pick them up."""
     csv_path = Path(csv_path)
     return csv_path.parent / f"{csv_path.stem}_details" / f"{kind}.csv"
 
@@ -354,7 +359,7 @@ def _read_side_file(path: Path) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame()
     return pd.read_csv(path, dtype={"method": str, "tier": str, "schedule": str, "config_hash": str,
-                                    "layer": str}, keep_default_na=False, na_values=[""])
+                                    "layer": str, "correct": str}, keep_default_na=False, na_values=[""])
 
 
 def _append_side(path: Path, new: pd.DataFrame) -> None:
@@ -376,6 +381,22 @@ def write_side_rows(csv_path: Path, row: dict, info: dict) -> None:
         _append_side(side_path(csv_path, "allocations"), allocation)
     if info.get("coverage"):
         _append_side(side_path(csv_path, "coverage"), pd.DataFrame([{**key, **c} for c in info["coverage"]]))
+    if info.get("outcomes"):
+        _append_side(side_path(csv_path, "outcomes"),
+                     pd.DataFrame([{**key, "n": row["n_test"], "correct": info["outcomes"]}]))
+
+
+def outcome_matrix(csv_path: str | os.PathLike, rows: pd.DataFrame) -> np.ndarray:
+    """The per-image top-1 outcomes of ``rows`` (of the runner's table at ``csv_path``) as a bool matrix
+    ``[rows, test images]``, for ``fcpts.stats``; a clear error for rows computed before outcomes were kept."""
+    side = read_side(csv_path, "outcomes")
+    keys = [tuple(str(r[k]) for k in SIDE_KEY) for r in rows.to_dict("records")]
+    found = {tuple(str(r[k]) for k in SIDE_KEY): r for r in side.to_dict("records")} if len(side) else {}
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise KeyError(f"{len(missing)} of {len(keys)} rows have no per-image outcomes in "
+                       f"{side_path(csv_path, 'outcomes')} (e.g. {missing[0]}); recompute them with the runner")
+    return np.stack([unpack_outcomes(found[k]["correct"], int(found[k]["n"])) for k in keys])
 
 
 def _parse_shard(parser: argparse.ArgumentParser, text: str | None) -> tuple[int, int] | None:

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -225,3 +226,25 @@ def test_dynamic_sparse_training_rows_with_coverage(tmp_path):
 
         run(tmp_path, out_csv=tmp_path / "bad.csv", **{**kw, "methods": ("rigl",)},
             learner_options={"rigl": DstConfig(c=0.5)})
+
+
+def test_every_row_keeps_its_per_image_outcomes(tmp_path):
+    """The outcomes side table round-trips: each row's bits average to its top-1, in the test split's order,
+    and they follow their rows through a merge."""
+    from fcpts.evaluate import evaluate
+    from fcpts.stats import paired_difference
+
+    kw = dict(methods=("uniform", "erk"), tiers=("b",), schedules=(), fcpts=False, targets=(0.5,))
+    table = run(tmp_path, out_csv=tmp_path / "o1.csv", **kw)
+    matrix = runner.outcome_matrix(tmp_path / "o1.csv", table)
+    assert matrix.shape == (3, 16) and matrix.dtype == bool
+    assert np.allclose(matrix.mean(axis=1), table.top1)
+    dense = evaluate(make_model("cnn"), toy_bundle().test, progress=False, per_image=True)["correct"]
+    assert np.array_equal(matrix[list(table.method).index("dense")], dense.numpy())
+    d = paired_difference(matrix[[1]], matrix[[2]])
+    assert d.estimate == pytest.approx(table.top1.iloc[1] - table.top1.iloc[2])
+    run(tmp_path, out_csv=tmp_path / "o2.csv", **{**kw, "targets": (0.9,), "dense": False})
+    merged = runner.merge_tables(tmp_path / "o1.csv", [tmp_path / "o2.csv"])
+    assert runner.outcome_matrix(tmp_path / "o1.csv", merged).shape == (5, 16)
+    with pytest.raises(KeyError, match="no per-image outcomes"):
+        runner.outcome_matrix(tmp_path / "o1.csv", merged.assign(config_hash="stale"))
