@@ -36,7 +36,10 @@ class CalibrationStream:
     order the stream does not control.
     """
 
-    def __init__(self, data, batch_size: int = 64, seed: int = 0, num_workers: int = 0, shuffle: bool = True):
+    def __init__(self, data, batch_size: int = 64, seed: int = 0, num_workers: int = 0, shuffle: bool = True,
+                 shard: tuple[int, int] = (0, 1)):
+        """``shard=(rank, world)``: this rank's slice of global batches of ``batch_size * world`` (see
+        ``fcpts.distributed.ShardedBatches``); (0, 1), one process, is the plain shuffled DataLoader."""
         if isinstance(data, torch.Tensor):
             data = TensorDataset(data)
         if isinstance(data, DataLoader):
@@ -48,8 +51,17 @@ class CalibrationStream:
             if len(data) == 0:
                 raise ValueError("the calibration set is empty: pass at least one image (the released recipe uses 1,024)")
             generator = torch.Generator().manual_seed(seed)
-            self.loader = DataLoader(_Indexed(data), batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                     drop_last=len(data) >= batch_size, num_workers=num_workers)
+            rank, world = shard
+            if world > 1:
+                from .distributed import ShardedBatches
+
+                sampler = ShardedBatches(len(data), batch_size * world, world, rank, generator)
+                # the loader draws its base seed from the same generator first, as the plain loader does
+                self.loader = DataLoader(_Indexed(data), batch_sampler=sampler, generator=generator,
+                                         num_workers=num_workers)
+            else:
+                self.loader = DataLoader(_Indexed(data), batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                         drop_last=len(data) >= batch_size, num_workers=num_workers)
             self.indexed = True
         self.passes = 0
         if len(self.loader) == 0:

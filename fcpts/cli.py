@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from .baselines import prune_baseline
+from . import distributed
 from .config import Config
 from .data import REPO_ROOT, load_data
 from .evaluate import evaluate, resolve_device
@@ -99,7 +100,9 @@ def run(config: Config, out: Path, progress: bool = True, method: str = "fcpts",
     spec_method, tier = check_method(method, tier)
     start = time.perf_counter()
     data = load_data(config)
-    model, model_info = load_model_for(config, data.num_classes, progress)
+    with distributed.main_first():  # under torchrun rank 0 trains or downloads first; the others find the cache
+        model, model_info = load_model_for(config, data.num_classes, progress and distributed.is_main())
+    distributed.broadcast_(list(model.state_dict().values()))  # rank 0's model everywhere (random init differs)
     dense = evaluate(model, data.test, config.eval_batch_size, config.device, progress, config.num_workers)
     ctx = RunContext(config, model, lambda seed: data, resolve_device(config.device), progress=progress)
     pruned, info = spec_method.run(ctx, RunSpec(method, tier, "-", config.target, config.seed))
@@ -113,7 +116,9 @@ def run(config: Config, out: Path, progress: bool = True, method: str = "fcpts",
                    top1=sparse["top1"], top5=sparse.get("top5"), sparsify_seconds=info.get("wall_time"),
                    total_seconds=time.perf_counter() - start, calib_size=len(data.calib), seed=config.seed,
                    device=str(next(pruned.parameters()).device), torch=torch.__version__)
-    save_result(result, out, metrics, data.manifest, model=pruned, config=config)
+    metrics["world_size"] = distributed.world()[1]
+    if distributed.is_main():
+        save_result(result, out, metrics, data.manifest, model=pruned, config=config)
     return metrics
 
 
@@ -224,18 +229,28 @@ def _main(args: argparse.Namespace) -> int:
         fields["weights"] = ""
     config = _apply_sets(config.replace(**fields, progress=progress), args.set)
     suffix = "" if args.method == "fcpts" else f"-{args.method}"
+    device = distributed.init_from_env(config.device)  # under torchrun: join the group, this rank's GPU
+    main = distributed.is_main()
+    if device is not None:
+        config = config.replace(device=str(device), progress=progress and main)
     path = args.out or f"results/{config.model}-{config.dataset}-s{config.target:g}-seed{config.seed}{suffix}"
-    made = not (Path(path) if Path(path).is_absolute() else REPO_ROOT / path).exists()
-    out = _out_dir(path, args.overwrite)
+    out = Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+    made = not out.exists()
+    if main:  # only rank 0 writes
+        out = _out_dir(path, args.overwrite)
     try:
-        metrics = run(config, out, progress, args.method, args.tier)
+        metrics = run(config, out, progress and main, args.method, args.tier)
     except BaseException:
-        if made and out.is_dir() and not any(out.iterdir()):  # failed before its first result: leave nothing
+        if made and main and out.is_dir() and not any(out.iterdir()):  # leave nothing behind
             out.rmdir()
         raise
-    print(json.dumps({k: metrics[k] for k in ("method", "target", "sparsity_before_projection", "achieved_sparsity",
-                                              "dense_top1", "top1", "sparsify_seconds")}))
-    print(f"results in {out}")
+    finally:
+        distributed.shutdown()
+    if main:
+        print(json.dumps({k: metrics[k] for k in ("method", "target", "sparsity_before_projection",
+                                                  "achieved_sparsity", "dense_top1", "top1", "sparsify_seconds",
+                                                  "world_size")}))
+        print(f"results in {out}")
     return 0
 
 

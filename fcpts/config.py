@@ -157,10 +157,15 @@ class Config:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+        values = yaml.safe_load(path.read_text()) or {}
+        # a notebook params file (params/*.yaml) is a Config file too: its notebook-only keys are ignored
+        return cls.from_dict({k: v for k, v in values.items() if k not in NOTEBOOK_ONLY})
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+NOTEBOOK_ONLY = ("max_new_runs", "results_dir", "figures_dir")  # params/*.yaml keys that are not Config fields
 
 
 def check_target(target: float) -> float:

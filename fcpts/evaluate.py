@@ -42,6 +42,13 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256
     """
     from tqdm.auto import tqdm
 
+    from .distributed import all_reduce_sum, world
+
+    rank, size = world()
+    if size > 1 and not isinstance(data, DataLoader):  # under torchrun: every rank takes every size-th image
+        from torch.utils.data import Subset
+
+        data = Subset(data, range(rank, len(data), size))
     loader = data if isinstance(data, DataLoader) else DataLoader(
         data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     home = _model_device(model)
@@ -52,7 +59,7 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256
     has_top5 = None
     outcomes = []
     try:
-        for x, y in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        for x, y in tqdm(loader, desc="evaluate", disable=not progress or rank > 0, leave=False):
             x, y = x.to(target), torch.as_tensor(y).to(target)
             logits = model(x)
             classes = logits.shape[1]
@@ -73,6 +80,17 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256
     finally:
         model.train(was_training)
         model.to(home)
+    if size > 1 and isinstance(data, Dataset):  # the ranks' counts summed, their outcomes interleaved back
+        correct1, correct5, n = (int(v) for v in all_reduce_sum([correct1, correct5, n], target))
+        has_top5 = bool(all_reduce_sum([float(bool(has_top5))], target)[0])
+        if per_image:
+            import torch.distributed as dist
+
+            parts = [None] * size
+            dist.all_gather_object(parts, torch.cat(outcomes) if outcomes else torch.zeros(0, dtype=torch.bool))
+            outcomes = [torch.zeros(n, dtype=torch.bool)]
+            for r, part in enumerate(parts):
+                outcomes[0][r::size] = part
     if n == 0:
         raise ValueError("evaluate() got an empty dataset")
     result = {"top1": correct1 / n, "top5": correct5 / n if has_top5 else None, "n": n}

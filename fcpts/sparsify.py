@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .allocation import erk_allocation, uniform_allocation, zero_budget
+from . import distributed
 from .calibration import CalibrationStream, recalibrate_bn
 from .config import Config, check_target
 from .evaluate import resolve_device
@@ -231,16 +232,26 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     check_finite(model)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
+    rank, world_size = distributed.world()  # (0, 1) unless launched by torchrun: fcpts.distributed
 
     teacher = copy.deepcopy(model).to(device)
     teacher.requires_grad_(False)
     student = copy.deepcopy(model).to(device)
+    if world_size > 1:  # one model on every rank: rank 0's (a model built with random weights differs per rank)
+        distributed.broadcast_(list(teacher.state_dict().values()) + list(student.state_dict().values()))
     layers, zeros_target = zero_budget(student, target, config.include, config.exclude)
     init_allocation = dict(allocation) if allocation is not None else start_allocation(student, target, config)
     learner.prepare(student, init_allocation, config)
     init_allocation = learner.start or init_allocation  # ProbMask starts dense, whatever the ERK start says
 
-    stream = CalibrationStream(calibration_data, config.batch_size, config.seed, config.num_workers)
+    stream = CalibrationStream(calibration_data, config.batch_size, config.seed, config.num_workers,
+                               shard=(rank, world_size))
+    net = student
+    if world_size > 1:  # gradients of weights and thresholds averaged over the ranks
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+    base_lr = config.lr * world_size  # the released rule on the global batch: base_lr * batch * world / 256
     extra_optimizer = learner.extra_optimizer(config)
     optimizer = _optimizer(student, learner.parameter_groups(config), config,
                            tuple(p for g in (extra_optimizer.param_groups if extra_optimizer else []) for p in g["params"]))
@@ -254,17 +265,18 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     history, layer_history = [], []
     batches = iter(stream)
     label = "FCPTS" if learner.name == "fcpts" else learner.name
-    bar = tqdm(range(config.steps), desc=f"{label} {target:.0%}", disable=not config.progress, leave=False)
+    bar = tqdm(range(config.steps), desc=f"{label} {target:.0%}", disable=not config.progress or rank > 0,
+               leave=False)
     with ExitStack() as hooks:
         s_rec = hooks.enter_context(OutputRecorder(student, blocks)) if blocks else None
         t_rec = hooks.enter_context(OutputRecorder(teacher, blocks)) if blocks else None
         for step in bar:
-            lr = lr_at(step, config.steps, config.lr, warmup)
+            lr = lr_at(step, config.steps, base_lr, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if extra_optimizer is not None:  # the learner's own optimiser follows the same warm-up + cosine shape
                 for group, base in zip(extra_optimizer.param_groups, extra_base_lrs):
-                    group["lr"] = base * lr / config.lr if config.lr > 0 else base
+                    group["lr"] = base * lr / base_lr if base_lr > 0 else base
             learner.before_step(step, config.steps)
             x, idx = next(batches)
             x = x.to(device, non_blocking=True)
@@ -273,7 +285,7 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
             else:
                 with torch.no_grad():
                     teacher_logits = teacher(x)
-            student_logits = student(x)
+            student_logits = net(x)
             loss_rec = kd_loss(student_logits, teacher_logits, config.temperature)
             if blocks:
                 loss_rec = loss_rec + config.block_mse_weight * block_mse(s_rec.outputs, t_rec.outputs)
@@ -290,6 +302,8 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
             loss.backward()
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
+            if world_size > 1 and extra_optimizer is not None:  # the learner's own parameters, outside DDP
+                distributed.average_gradients_(p for g in extra_optimizer.param_groups for p in g["params"])
             learner.after_backward()
             optimizer.step()
             if extra_optimizer is not None:
@@ -300,6 +314,8 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
             if step % config.layer_log_every == 0 or step == config.steps - 1:
                 layer_history.append(dict(step=step, **learner.layer_sparsities()))
             bar.set_postfix(S=f"{sparsity:.4f}", L_rec=f"{loss_rec.item():.4f}")
+            if world_size > 1 and (step % distributed.CHECK_EVERY == 0 or step == config.steps - 1):
+                distributed.check_agreement(list(student.parameters()), step)
 
     # --- exact control: project, then squash the masks into plain weights ---
     if learner.selection_batches > 0:
@@ -307,6 +323,7 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     dense_weights = {n: m.parametrizations.weight.original.detach() for n, m in layers.items()}
     zeros_elsewhere = sum(int((m.weight == 0).sum()) for n, m in all_weight_layers(student).items() if n not in layers)
     masks, tau, thresholds = learner.final_masks(dense_weights, zeros_target, zeros_elsewhere, config.project)
+    distributed.broadcast_(list(masks.values()))  # rank 0's projection on every rank
     before = learner.sparsity_before_projection()
     for module in layers.values():
         unparametrize(module, leave_parametrized=False)
@@ -315,6 +332,9 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
             module.weight.copy_(learner.export(name, module.weight, masks[name], tau))
     if config.bn_mode == "eval":
         recalibrate_bn(student, stream, config.bn_recalibration_batches, device=device)
+    distributed.average_buffers_(student)  # BN statistics: each rank's come from its own slices
+    if world_size > 1:
+        distributed.check_agreement(list(student.state_dict().values()), config.steps, "final weights")
     student.eval()
     zeros, total = count_zeros(student)
     final_allocation = {r["layer"]: r["sparsity"] for r in weight_sparsity_table(student) if r["layer"] in layers}

@@ -34,3 +34,14 @@ def test_invalid_values_are_refused(field, value):
 def test_unknown_field_is_refused():
     with pytest.raises(ValueError, match="unknown Config field"):
         Config().replace(stepz=3)
+
+
+def test_the_notebook_params_files_load_as_configs():
+    """`fcpts run --config params/full.yaml` (the README's command) reads the paper's recipe."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    full = Config.from_yaml(root / "params" / "full.yaml")
+    assert (full.steps, full.batch_size, full.calib_size, full.image_size, full.weights) == (1600, 64, 1024, 224,
+                                                                                            "IMAGENET1K_V1")
+    assert Config.from_yaml(root / "params" / "quick.yaml").steps == 150
