@@ -5,6 +5,9 @@ Self-contained (torch + fcpts only); run it on a machine with a CUDA device:
     python benchmarks/gpu.py --out benchmarks/results/gpu.json
     python benchmarks/gpu.py --channels-last --out benchmarks/results/gpu_channels_last.json
     python benchmarks/gpu.py --device cpu --steps 2 --image-size 32 --batch-size 4 --out /tmp/gpu_smoke.json
+    python benchmarks/gpu.py --nproc 8 --variants fcpts --out benchmarks/results/gpu_ddp8.json   # 1 vs 8 GPUs
+    python benchmarks/gpu.py --device cpu --nproc 2 --variants fcpts --steps 20 --image-size 32 \
+        --out benchmarks/results/gpu_ddp_cpu.json                     # the 2-process gloo overhead on a CPU
 
 What it measures, in one process, on synthetic data (a seeded 1,024-image calibration tensor, random
 ``weights=None`` ResNet-50; throughput does not depend on the weights' values):
@@ -18,6 +21,11 @@ What it measures, in one process, on synthetic data (a seeded 1,024-image calibr
 * ``dense_train`` -- a dense cross-entropy training loop (random labels) on the same stream.
 
 Every loop reads ``loss.item()`` each step, as ``sparsify`` does (its history), so all synchronise alike.
+* ``fcpts_ddp`` (``--nproc N``) -- the same ``fcpts.sparsify`` run data-parallel on N processes (NCCL, one GPU
+  each; gloo on a CPU), the global batch kept at ``--batch-size`` (each rank takes batch/N): the loop's
+  per-step time on N processes against one, as a speed-up on GPUs and, on a CPU, as the gloo overhead ratio
+  (N processes sharing the same cores against one).
+
 The machine (GPU name, torch/CUDA/cuDNN versions) goes into the result file. Peak GPU memory per variant
 comes from ``torch.cuda.max_memory_allocated``.
 """
@@ -146,10 +154,77 @@ def plain_loop(kind: str, model, calib, target, config, device, steps: int) -> d
                 peak_gpu_gib=_peak_gib(device))
 
 
+def _ddp_rank(rank: int, nproc: int, init_file: str, settings: dict, out_file: str) -> None:
+    """One rank of the ``fcpts_ddp`` variant: the loop's per-step time by the difference of two calls."""
+    import torch.distributed as dist
+
+    from fcpts import Config
+    from fcpts.models import build_model
+
+    cuda = settings["device"] != "cpu"
+    if cuda:
+        torch.cuda.set_device(rank)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=nproc)
+    try:
+        device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+        torch.manual_seed(0)
+        model = build_model(settings["model"], weights=None)
+        if settings["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        size = settings["image_size"]
+        calib = torch.randn(settings["calib_size"], 3, size, size, generator=torch.Generator().manual_seed(0))
+        config = Config(device=str(device), steps=settings["steps"], batch_size=settings["batch_size"] // nproc,
+                        image_size=size, calib_size=settings["calib_size"], progress=False, num_workers=0,
+                        target=settings["target"])
+        short = settings["short"]
+        if cuda:
+            fcpts_run(model, calib, settings["target"], config.replace(steps=short), device)
+        full = fcpts_run(model, calib, settings["target"], config, device)
+        reference = fcpts_run(model, calib, settings["target"], config.replace(steps=short), device)
+        steps = settings["steps"]
+        per_step = (full["wall_s"] - reference["wall_s"]) / (steps - short) if steps > short else 0.0
+        if per_step <= 0:
+            per_step = full["wall_s"] / steps
+        if rank == 0:
+            Path(out_file).write_text(json.dumps(dict(nproc=nproc, per_rank_batch=config.batch_size,
+                                                      global_batch=config.batch_size * nproc, wall_s=full["wall_s"],
+                                                      per_step_s=per_step, exact=full["exact"],
+                                                      images_per_s=config.batch_size * nproc / per_step,
+                                                      peak_gpu_gib=full["peak_gpu_gib"])))
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_scaling(nproc: int, settings: dict) -> dict:
+    """``fcpts_ddp``: the same run on 1 and on ``nproc`` processes (spawned here, no torchrun needed)."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    if settings["device"] != "cpu" and torch.cuda.device_count() < nproc:
+        raise SystemExit(f"error: --nproc {nproc} needs {nproc} GPUs, this machine has {torch.cuda.device_count()}")
+    if settings["batch_size"] % nproc:
+        raise SystemExit(f"error: --batch-size {settings['batch_size']} does not split over {nproc} processes")
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (1, nproc):
+            out = Path(tmp) / f"ddp{n}.json"
+            mp.spawn(_ddp_rank, args=(n, str(Path(tmp) / f"init{n}"), settings, str(out)), nprocs=n, join=True)
+            runs[n] = json.loads(out.read_text())
+    one, many = runs[1], runs[nproc]
+    ratio = many["per_step_s"] / one["per_step_s"]
+    return dict(one=one, many=many, nproc=nproc, step_time_ratio=ratio,
+                meaning=("speed-up = 1 / step_time_ratio (one GPU per process)" if settings["device"] != "cpu" else
+                         "gloo overhead ratio: N processes sharing the cores against one process with all of them"))
+
+
 def run_gpu(steps: int = 1600, batch_size: int = 64, image_size: int = 224, calib_size: int = 1024,
             target: float = 0.8, device: str = "cuda", channels_last: bool = False, model_name: str = "resnet50",
             variants=VARIANTS, short_steps: int | None = None, out: str | Path | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, nproc: int = 1) -> dict:
     from fcpts import Config
     from fcpts.models import build_model
 
@@ -193,7 +268,16 @@ def run_gpu(steps: int = 1600, batch_size: int = 64, image_size: int = 224, cali
             r = results[kind]
             say(f"{kind:<11} {r['wall_s']:8.1f} s, {r['per_step_s'] * 1e3:7.1f} ms/step, {r['images_per_s']:8.1f} img/s",
                 flush=True)
+    if nproc > 1:
+        settings = dict(device=dev.type, model=model_name, channels_last=channels_last, image_size=image_size,
+                        calib_size=calib_size, steps=steps, batch_size=batch_size, target=target, short=short)
+        results["fcpts_ddp"] = ddp_scaling(nproc, settings)
+        r = results["fcpts_ddp"]
+        say(f"fcpts_ddp   1 process {1e3 * r['one']['per_step_s']:.1f} ms/step, {nproc} processes "
+            f"{1e3 * r['many']['per_step_s']:.1f} ms/step (ratio {r['step_time_ratio']:.2f})", flush=True)
     ratios = {}
+    if "fcpts_ddp" in results:
+        ratios[f"fcpts_ddp{nproc}/fcpts_ddp1"] = results["fcpts_ddp"]["step_time_ratio"]
     if "fcpts" in results:
         for kind in ("masked_kd", "dense_train"):
             if kind in results:
@@ -201,7 +285,8 @@ def run_gpu(steps: int = 1600, batch_size: int = 64, image_size: int = 224, cali
     doc = dict(benchmark="gpu", created=time.strftime("%Y-%m-%dT%H:%M:%S"), machine=machine(dev),
                settings=dict(model=model_name, weights=None, steps=steps, batch_size=batch_size, image_size=image_size,
                              calib_size=calib_size, target=target, channels_last=channels_last,
-                             cudnn_benchmark=True, config="Config() defaults (released recipe)", synthetic_data=True),
+                             cudnn_benchmark=True, config="Config() defaults (released recipe)", synthetic_data=True,
+                             nproc=nproc),
                results=results, ratios=ratios)
     if out is not None:
         path = Path(out)
@@ -223,11 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="also run fcpts data-parallel on this many processes (GPUs; gloo on --device cpu)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out = out if out.is_absolute() else ROOT / out
     doc = run_gpu(args.steps, args.batch_size, args.image_size, args.calib_size, args.target, args.device,
-                  args.channels_last, args.model, args.variants, args.short_steps, out)
+                  args.channels_last, args.model, args.variants, args.short_steps, out, nproc=args.nproc)
     print(json.dumps(doc["ratios"]))
     print(f"results in {out}")
     return 0

@@ -302,6 +302,15 @@ def speed_section(results: Path = RESULTS) -> tuple[list[str], dict]:
                           "`gpu_h200_log.md`."]
     else:
         lines += ["- GPU: not run yet (`python benchmarks/gpu.py`, on a CUDA machine)"]
+    for name in sorted(p.name for p in results.glob("gpu_ddp*.json")):
+        ddp_doc = _load_json(results / name)
+        r, mach = ddp_doc["results"]["fcpts_ddp"], ddp_doc["machine"]
+        where = mach.get("gpu") or f"CPU, {mach.get('cpu_count')} cores"
+        lines += ["", f"Data-parallel FCPTS (`{name}`, {where}, {ddp_doc['settings']['model']} at "
+                      f"{ddp_doc['settings']['image_size']} px, global batch {r['one']['global_batch']}): 1 process "
+                      f"{1e3 * r['one']['per_step_s']:.0f} ms/step, {r['nproc']} processes "
+                      f"{1e3 * r['many']['per_step_s']:.0f} ms/step; step-time ratio {r['step_time_ratio']:.2f} "
+                      f"({r['meaning']})"]
     return lines, checks
 
 

@@ -222,3 +222,12 @@ def test_dsa_sensitivity_one_table_per_setting(results):
         dsa_sensitivity.parse("gamma=3")
     lines, _ = summarize.learners_section(results, results / "absent.csv")
     assert any("rho = 10" in line for line in lines)
+
+
+def test_gpu_script_measures_two_gloo_processes_on_cpu(tmp_path):
+    doc = gpu.run_gpu(steps=3, batch_size=4, image_size=32, calib_size=8, device="cpu", model_name="mobilenet_v3_small",
+                      variants=("fcpts",), short_steps=1, out=tmp_path / "ddp.json", progress=False, nproc=2)
+    ddp = doc["results"]["fcpts_ddp"]
+    assert ddp["one"]["global_batch"] == ddp["many"]["global_batch"] == 4 and ddp["many"]["per_rank_batch"] == 2
+    assert ddp["one"]["exact"] and ddp["many"]["exact"] and ddp["step_time_ratio"] > 0
+    assert "fcpts_ddp2/fcpts_ddp1" in doc["ratios"] and doc["settings"]["nproc"] == 2
