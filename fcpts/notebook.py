@@ -244,6 +244,9 @@ def training_summary(table: pd.DataFrame, coverage: pd.DataFrame | None = None,
         rows = rows[rows["target"].round(6).isin([round(float(t), 6) for t in targets])]
     out = rows.groupby(["method", "tier", "target"], sort=False)["top1"].agg(["mean", "std", "count"])
     out = out.rename(columns={"count": "n"}).reset_index()
+    order = {m: k for k, m in enumerate(("fcpts", "one_cycle", "dst-ee", "rigl"))}
+    out = out.sort_values(["target", "method", "tier"], key=lambda c: c.map(order).fillna(9) if c.name == "method"
+                          else c, kind="stable").reset_index(drop=True)
     if coverage is not None and len(coverage):
         last = coverage.sort_values("update").groupby(["method", "tier", "target", "seed"]).coverage.last()
         out = out.merge(last.groupby(["method", "tier", "target"]).mean().rename("coverage").reset_index(),

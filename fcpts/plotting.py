@@ -475,7 +475,7 @@ def plot_training_aware(summary, dense_top1: float | None = None,
     use_style()
     fig, ax = plt.subplots(figsize=(8.5, 4.6))
     styles = {"finetune": "-", "scratch": "--", "c": "-", "-": "-"}
-    for (method, tier), rows in summary.groupby(["method", "tier"], sort=False):
+    for (method, tier), rows in summary.sort_values(["tier"], kind="stable").groupby(["method", "tier"], sort=False):
         rows = rows.sort_values("target")
         name = label(method) + ("" if tier in ("c", "-") else f", {'from dense' if tier == 'finetune' else 'scratch'}")
         ax.errorbar(100 * rows["target"], 100 * rows["mean"], yerr=100 * rows["std"].fillna(0), capsize=3,
@@ -485,5 +485,5 @@ def plot_training_aware(summary, dense_top1: float | None = None,
     ax.set_xlabel("target sparsity (%)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title(title)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return fig

@@ -210,17 +210,25 @@ def test_dynamic_sparse_training_rows_with_coverage(tmp_path):
     kw = dict(methods=("dst-ee", "rigl"), schedules=(), starts=("dense", "scratch"), fcpts=False, dense=False,
               targets=(0.7,), finetune=PruneTrainConfig(steps=12, batch_size=8, progress=False),
               scratch_model=lambda seed: make_model("cnn"))
-    table = run(tmp_path, out_csv=tmp_path / "dst.csv", **kw)
+    table = run(tmp_path, out_csv=tmp_path / "dst_toy.csv", **kw)
     assert sorted(zip(table.method, table.tier)) == [("dst-ee", "finetune"), ("dst-ee", "scratch"),
                                                       ("rigl", "finetune"), ("rigl", "scratch")]
     assert set(table.schedule) == {"-"} and (table.steps == 12).all()
     assert (table.zeros >= (0.7 * table.total).round()).all()  # grown weights with a zero gradient stay 0
     assert (table.achieved_sparsity < 0.71).all()
     assert table.config_hash.nunique() == 2  # c is part of the fingerprint; the start is a row key
-    coverage = runner.read_side(tmp_path / "dst.csv", "coverage")
+    coverage = runner.read_side(tmp_path / "dst_toy.csv", "coverage")
     assert set(coverage.method) == {"dst-ee", "rigl"} and coverage["update"].max() >= 5
     final = coverage.sort_values("update").groupby(["method", "tier"]).coverage.last()
     assert (final > 0.3).all() and final["dst-ee", "finetune"] >= final["rigl", "finetune"]
+    # notebook 03's summary and the two figures, drawn from the table files alone
+    from fcpts import notebook as nb
+
+    found = nb.read_dst(str(tmp_path), "toy")
+    summary = nb.training_summary(*found)
+    assert list(summary.method) == ["dst-ee", "dst-ee", "rigl", "rigl"] and summary.coverage.notna().all()
+    for kind in ("dst_coverage", "dst_accuracy"):
+        assert len(nb.draw(kind, "toy", str(tmp_path), str(tmp_path / "figures"), dataset="toy", target=0.7)) == 2
     with pytest.raises(ValueError, match="c = 0"):
         from fcpts.dst import DstConfig
 
