@@ -222,28 +222,44 @@ def read_learners(results_dir: str, dataset: str) -> tuple[pd.DataFrame, pd.Data
     return table, side("trajectories"), side("allocations")
 
 
-def read_dst(results_dir: str, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """The dynamic-sparse-training table ``dst_<dataset>.csv`` (current rows: DST-EE, RigL, one-cycle, FCPTS)
-    and its coverage side table, or None."""
+def read_dst(results_dir: str, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame, Path] | None:
+    """The dynamic-sparse-training table ``dst_<dataset>.csv`` (current rows: DST-EE, RigL, one-cycle, FCPTS),
+    its coverage side table and its path (for the per-image outcomes), or None."""
     from .runner import read_side, read_table
 
     path = readable_path(results_dir, f"dst_{dataset}.csv")
     if not path.exists():
         return None
-    return current_rows(read_table(path)), read_side(path, "coverage")
+    return current_rows(read_table(path)), read_side(path, "coverage"), path
 
 
 def training_summary(table: pd.DataFrame, coverage: pd.DataFrame | None = None,
-                     targets: Iterable[float] | None = None) -> pd.DataFrame:
+                     targets: Iterable[float] | None = None, outcomes_from: str | os.PathLike | None = None
+                     ) -> pd.DataFrame:
     """Top-1 per method, start and target over seeds (mean, std, n); one-cycle rows are named by their schedule;
-    with ``coverage``, the mean final coverage of the dynamic-sparse-training rows."""
+    with ``coverage``, the mean final coverage of the dynamic-sparse-training rows; with ``outcomes_from`` (the
+    runner's table path), a 95 % interval over seeds and test images (``low``, ``high``; NaN where a row was
+    computed before per-image outcomes were kept)."""
+    from .runner import outcome_matrix
+    from .stats import bootstrap_interval
+
     rows = table[table["method"] != "dense"].copy()
+    rows["key_method"] = rows["method"]
     scheduled = rows["method"].str.startswith("prune_train")
     rows.loc[scheduled, "method"] = rows.loc[scheduled, "schedule"]
     if targets is not None:
         rows = rows[rows["target"].round(6).isin([round(float(t), 6) for t in targets])]
-    out = rows.groupby(["method", "tier", "target"], sort=False)["top1"].agg(["mean", "std", "count"])
-    out = out.rename(columns={"count": "n"}).reset_index()
+    grouped = rows.groupby(["method", "tier", "target"], sort=False)
+    out = grouped["top1"].agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
+    if outcomes_from is not None:
+        bounds = []
+        for _, group in grouped:
+            try:
+                interval = bootstrap_interval(outcome_matrix(outcomes_from, group.assign(method=group["key_method"])))
+                bounds.append((interval.low, interval.high))
+            except KeyError:
+                bounds.append((float("nan"), float("nan")))
+        out["low"], out["high"] = [b[0] for b in bounds], [b[1] for b in bounds]
     order = {m: k for k, m in enumerate(("fcpts", "one_cycle", "dst-ee", "rigl"))}
     out = out.sort_values(["target", "method", "tier"], key=lambda c: c.map(order).fillna(9) if c.name == "method"
                           else c, kind="stable").reset_index(drop=True)
@@ -251,6 +267,35 @@ def training_summary(table: pd.DataFrame, coverage: pd.DataFrame | None = None,
         last = coverage.sort_values("update").groupby(["method", "tier", "target", "seed"]).coverage.last()
         out = out.merge(last.groupby(["method", "tier", "target"]).mean().rename("coverage").reset_index(),
                         on=["method", "tier", "target"], how="left")
+    return out
+
+
+def paired_verdicts(table: pd.DataFrame, path: str | os.PathLike, pairs: Iterable[tuple[tuple[str, str],
+                    tuple[str, str]]], targets: Iterable[float]) -> list[str]:
+    """For each target and each pair ((method, tier), (method, tier)) -- one-cycle named by its schedule -- the
+    paired verdict over the seeds both have and the same test images (``fcpts.stats``): "A beats B by x points
+    [low, high]" only when the interval excludes 0, else "within noise". Pairs without outcomes are skipped."""
+    from .runner import outcome_matrix
+    from .stats import paired_difference, verdict
+
+    names = {"fcpts": "FCPTS", "one_cycle": "one-cycle", "dst-ee": "DST-EE", "rigl": "RigL"}
+    starts = {"c": "", "finetune": " (from dense)", "scratch": " (scratch)"}
+    rows = table.assign(name=table["method"].where(~table["method"].str.startswith("prune_train"), table["schedule"]))
+    out = []
+    for target in targets:
+        at = rows[(rows["target"] - target).abs() < 1e-9]
+        for a, b in pairs:
+            ra, rb = (at[(at["name"] == m) & (at["tier"] == t)] for m, t in (a, b))
+            seeds = sorted(set(ra["seed"]) & set(rb["seed"]))
+            if not seeds:
+                continue
+            try:
+                ma = outcome_matrix(path, ra[ra["seed"].isin(seeds)].sort_values("seed"))
+                mb = outcome_matrix(path, rb[rb["seed"].isin(seeds)].sort_values("seed"))
+            except KeyError:
+                continue
+            label_a, label_b = names.get(a[0], a[0]) + starts[a[1]], names.get(b[0], b[0]) + starts[b[1]]
+            out.append(f"{target:.0%}, {len(seeds)} seed(s): " + verdict(label_a, label_b, paired_difference(ma, mb)))
     return out
 
 
@@ -545,7 +590,7 @@ def _draw_dst_accuracy(results_dir, tag, dataset, target):
     found = read_dst(results_dir, dataset)
     if found is None or found[0].empty:
         return None
-    return plot_training_aware(training_summary(found[0]), dense_top1=_dense_top1(found[0]))
+    return plot_training_aware(training_summary(found[0], outcomes_from=found[2]), dense_top1=_dense_top1(found[0]))
 
 
 def kit_rows_for_published(table: pd.DataFrame) -> pd.DataFrame:

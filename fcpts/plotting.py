@@ -470,15 +470,21 @@ def plot_coverage(coverage, targets, tier: str = "finetune",
 
 def plot_training_aware(summary, dense_top1: float | None = None,
                         title: str = "Dynamic sparse training against one-cycle pruning and FCPTS"):
-    """Top-1 against the target for each method and start: the mean over seeds, error bars ± one std where there
-    are several seeds. ``summary``: rows of method, tier, target, mean, std, n (``notebook.training_summary``)."""
+    """Top-1 against the target for each method and start: the mean over seeds with its 95 % interval over seeds
+    and test images where the summary has one (``low``, ``high``), else ± one std over seeds. ``summary``: rows
+    of method, tier, target, mean, std, n[, low, high] (``notebook.training_summary``)."""
     use_style()
     fig, ax = plt.subplots(figsize=(8.5, 4.6))
     styles = {"finetune": "-", "scratch": "--", "c": "-", "-": "-"}
     for (method, tier), rows in summary.sort_values(["tier"], kind="stable").groupby(["method", "tier"], sort=False):
         rows = rows.sort_values("target")
         name = label(method) + ("" if tier in ("c", "-") else f", {'from dense' if tier == 'finetune' else 'scratch'}")
-        ax.errorbar(100 * rows["target"], 100 * rows["mean"], yerr=100 * rows["std"].fillna(0), capsize=3,
+        spread = rows["std"].fillna(0)
+        below, above = spread, spread
+        if "low" in rows:  # the bootstrap interval where the rows kept per-image outcomes
+            below = (rows["mean"] - rows["low"]).where(rows["low"].notna(), spread)
+            above = (rows["high"] - rows["mean"]).where(rows["high"].notna(), spread)
+        ax.errorbar(100 * rows["target"], 100 * rows["mean"], yerr=[100 * below, 100 * above], capsize=3,
                     color=color(method), linestyle=styles.get(tier, "-"), marker="o", markersize=4, label=name)
     if dense_top1 is not None:
         ax.axhline(100 * dense_top1, color=color("dense"), linestyle=":", linewidth=1, label="dense")

@@ -273,7 +273,7 @@ with nb.Timer() as timer:
                                                tiers=(), schedules=("one_cycle",), starts=("dense", "scratch"))
 print(f"{dst_csv}: computed {computed} new rows in {timer.seconds:.0f} s (max_new_runs = {max_new_runs})")
 found_dst = nb.read_dst(results_dir, dataset)
-dst_summary = nb.training_summary(*found_dst, targets=nb.DST_TARGETS) if found_dst else None
+dst_summary = nb.training_summary(found_dst[0], found_dst[1], nb.DST_TARGETS, found_dst[2]) if found_dst else None
 dst_summary.round(4) if dst_summary is not None else None
 
 # %% tags=["nbval-check-output"]
@@ -287,6 +287,19 @@ print("dynamic sparse training:", ", ".join(f"{m} ({METHODS[m].description.split
 # %%
 nb.draw("dst_coverage", tag, results_dir, figures_dir, dataset=dataset, target=target)
 nb.draw("dst_accuracy", tag, results_dir, figures_dir, dataset=dataset, target=target);
+
+# %% [markdown]
+# Which differences are real? With 360 test images one image is 0.28 points, so every comparison below is
+# paired: the same test images (and the same seeds, where both ran them) for both methods, resampled together
+# in a bootstrap (`fcpts.stats`). A method "beats" another only when the 95 % interval of the difference
+# excludes zero.
+
+# %%
+DST_PAIRS = [(("dst-ee", "finetune"), ("rigl", "finetune")), (("dst-ee", "scratch"), ("rigl", "scratch")),
+             (("dst-ee", "finetune"), ("one_cycle", "finetune")), (("dst-ee", "scratch"), ("one_cycle", "scratch")),
+             (("fcpts", "c"), ("dst-ee", "finetune")), (("fcpts", "c"), ("one_cycle", "finetune"))]
+for line in (nb.paired_verdicts(found_dst[0], found_dst[2], DST_PAIRS, nb.DST_TARGETS) if found_dst else []):
+    print(line)
 
 # %% [markdown]
 # ## Summary

@@ -225,8 +225,12 @@ def test_dynamic_sparse_training_rows_with_coverage(tmp_path):
     from fcpts import notebook as nb
 
     found = nb.read_dst(str(tmp_path), "toy")
-    summary = nb.training_summary(*found)
+    summary = nb.training_summary(*found[:2], outcomes_from=found[2])
     assert list(summary.method) == ["dst-ee", "dst-ee", "rigl", "rigl"] and summary.coverage.notna().all()
+    assert ((summary.low <= summary["mean"]) & (summary["mean"] <= summary.high)).all()
+    verdicts = nb.paired_verdicts(found[0], found[2], [(("dst-ee", "finetune"), ("rigl", "finetune")),
+                                                       (("dst-ee", "scratch"), ("one_cycle", "scratch"))], (0.7,))
+    assert len(verdicts) == 1 and verdicts[0].startswith("70%, 1 seed(s): ") and "DST-EE (from dense)" in verdicts[0]
     for kind in ("dst_coverage", "dst_accuracy"):
         assert len(nb.draw(kind, "toy", str(tmp_path), str(tmp_path / "figures"), dataset="toy", target=0.7)) == 2
     with pytest.raises(ValueError, match="c = 0"):
