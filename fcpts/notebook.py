@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -286,14 +287,17 @@ def paired_verdicts(table: pd.DataFrame, path: str | os.PathLike, pairs: Iterabl
         at = rows[(rows["target"] - target).abs() < 1e-9]
         for a, b in pairs:
             ra, rb = (at[(at["name"] == m) & (at["tier"] == t)] for m, t in (a, b))
-            seeds = sorted(set(ra["seed"]) & set(rb["seed"]))
-            if not seeds:
+            kept = []  # the seeds both ran, and whose rows kept their per-image outcomes
+            for seed in sorted(set(ra["seed"]) & set(rb["seed"])):
+                try:
+                    kept.append((seed, outcome_matrix(path, ra[ra["seed"] == seed]),
+                                 outcome_matrix(path, rb[rb["seed"] == seed])))
+                except KeyError:
+                    continue
+            if not kept:
                 continue
-            try:
-                ma = outcome_matrix(path, ra[ra["seed"].isin(seeds)].sort_values("seed"))
-                mb = outcome_matrix(path, rb[rb["seed"].isin(seeds)].sort_values("seed"))
-            except KeyError:
-                continue
+            seeds = [k[0] for k in kept]
+            ma, mb = (np.concatenate([k[i] for k in kept]) for i in (1, 2))
             label_a, label_b = names.get(a[0], a[0]) + starts[a[1]], names.get(b[0], b[0]) + starts[b[1]]
             out.append(f"{target:.0%}, {len(seeds)} seed(s): " + verdict(label_a, label_b, paired_difference(ma, mb)))
     return out
