@@ -36,8 +36,9 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256
 
     Returns `{"top1": float, "top5": float | None, "n": int}`, accuracies as fractions in [0, 1]; top-5 is
     None for models with fewer than 5 outputs. `per_image=True` adds `"correct"`: a bool tensor, one top-1
-    outcome per image in the data's order (for paired comparisons, `fcpts.stats`). `device=None` evaluates where the model already is; a
-    named device moves it there for the call. The model runs in eval mode (BatchNorm uses its running
+    outcome per image in the data's order (for paired comparisons, `fcpts.stats`). Under torchrun each rank
+    evaluates every world-th image and the counts are summed. `device=None` evaluates where the model
+    already is; a named device moves it there for the call. The model runs in eval mode (BatchNorm uses its running
     statistics, dropout is off) and gets its previous mode and device back afterwards.
     """
     from tqdm.auto import tqdm
