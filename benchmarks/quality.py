@@ -83,31 +83,24 @@ def csv_path(variant: str, out_dir: str | Path = RESULTS) -> Path:
 
 def config_hashes(config: Config, model: torch.nn.Module, pot_config: PotConfig | None = None) -> dict[str, str]:
     """The runner's row hashes for ``config`` (base rows) and POT tiers a/b, computed the runner's way."""
-    base = {k: v for k, v in config.to_dict().items() if k not in runner._NOT_HASHED}
-    base["model_id"] = runner.model_fingerprint(model.eval())
+    base = runner.config_digest(config, model.eval())
     pot = PotConfig(device=config.device, progress=False) if pot_config is None else pot_config
     pot_dict = {k: v for k, v in pot.to_dict().items() if k not in ("seed", "device", "progress")}
     return dict(base=runner._fingerprint(base), pot=runner._fingerprint({**base, "pot": pot_dict}))
 
 
 def import_reference(path: Path, reference: Path, hashes: set[str], methods: set[str] | None = None) -> int:
-    """Copy rows of ``reference`` with one of ``hashes`` (and a method in ``methods``) into ``path``."""
+    """Copy rows of ``reference`` with one of ``hashes`` (and a method in ``methods``), and their side rows
+    (per-image outcomes, ...), into ``path``; rows already there stay as they are."""
     if not reference.exists():
         return 0
-    ref = runner.read_table(reference)
-    ref = ref[ref.config_hash.isin(hashes) & ref.schedule.eq(runner.NONE)]
-    if methods is not None:
-        ref = ref[ref.method.isin(methods)]
-    if ref.empty:
-        return 0
-    mine = runner.read_table(path)
-    done = {runner.row_key(r) for r in mine.to_dict("records")} if len(mine) else set()
-    new = ref[[runner.row_key(r) not in done for r in ref.to_dict("records")]]
-    if new.empty:
-        return 0
-    table = pd.concat([mine, new], ignore_index=True) if len(mine) else new.reset_index(drop=True)
-    runner.write_table(table, path, path.with_suffix(".json"))
-    return len(new)
+    before = len(runner.read_table(path))
+
+    def wanted(row: dict) -> bool:
+        return (row["config_hash"] in hashes and row["schedule"] == runner.NONE
+                and (methods is None or row["method"] in methods))
+
+    return len(runner.merge_tables(path, [reference], where=wanted)) - before
 
 
 def plan(methods, targets, seeds, tiers) -> dict[str, dict]:

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 
 def _inputs(batch) -> torch.Tensor:
@@ -85,6 +85,31 @@ class CalibrationStream:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         while True:
             yield from self.one_pass()
+
+
+class _Part(Subset):
+    """Part of a calibration set; passes ``set_epoch`` on, so augmentations stay seeded per pass."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+def split_holdout(data, count: int, seed: int) -> tuple[Dataset, torch.Tensor]:
+    """Keep ``count`` seeded calibration items out of training: ``(the rest, as a Dataset; the held-out
+    inputs, read once, as one tensor)``. The held-out inputs judge candidates without labels."""
+    if isinstance(data, torch.Tensor):
+        data = TensorDataset(data)
+    if isinstance(data, DataLoader) or not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise ValueError("Config.select_holdout needs the calibration data as a Tensor or a map-style Dataset "
+                         "(not a DataLoader): it sets images aside by index")
+    n = len(data)
+    if not 0 < count <= n // 2:
+        raise ValueError(f"Config.select_holdout = {count} with {n} calibration images: hold out between 1 and "
+                         f"{n // 2} (the kit recipe holds out 64 of 512), or set it to 0")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = torch.stack([_inputs(data[i]) for i in sorted(order[:count])])
+    return _Part(data, sorted(order[count:])), held
 
 
 def as_stream(data, batch_size: int = 64, seed: int = 0, num_workers: int = 0) -> CalibrationStream:

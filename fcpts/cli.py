@@ -2,6 +2,7 @@
 
     fcpts demo                                   # digits + the kit's ResNet-50, FCPTS vs uniform/global
     fcpts run --config params/full.yaml          # the released recipe on ImageNet
+    fcpts run --config params/full.yaml --recipe kit   # ... with the kit's options (held-out selection)
     fcpts run --model resnet50 --weights IMAGENET1K_V1 --data /path/to/imagenet --target 0.8 --calib 1024
     fcpts train-dense                            # (re)build the embedded dense checkpoint
 
@@ -20,7 +21,7 @@ import yaml
 
 from .baselines import prune_baseline
 from . import distributed
-from .config import Config
+from .config import KIT_RECIPE, RECIPES, Config
 from .data import REPO_ROOT, load_data
 from .evaluate import evaluate, resolve_device
 from .masking import count_zeros, weight_sparsity_table
@@ -28,6 +29,8 @@ from .models import load_embedded_model, load_model_for
 from .registry import METHODS, RunContext, RunSpec, get_method, variants
 from .sparsify import SparsifyResult, sparsify
 
+RECIPE_HELP = (f"released: the authors' recipe (the default); kit: the kit's options on top "
+               f"({', '.join(f'{k}={v}' for k, v in KIT_RECIPE.items())}; benchmarks/results/recipe_ablation.md)")
 DEMO_TARGETS = (0.8, 0.9)
 DEMO_BASELINES = ("uniform", "global")
 
@@ -117,6 +120,8 @@ def run(config: Config, out: Path, progress: bool = True, method: str = "fcpts",
                    total_seconds=time.perf_counter() - start, calib_size=len(data.calib), seed=config.seed,
                    device=str(next(pruned.parameters()).device), torch=torch.__version__)
     metrics["world_size"] = distributed.world()[1]
+    if result is not None and result.selection is not None:  # the kit recipe: which candidate, and why
+        metrics["selection"] = result.selection
     if distributed.is_main():
         save_result(result, out, metrics, data.manifest, model=pruned, config=config)
     return metrics
@@ -134,7 +139,8 @@ def demo(config: Config, out: Path, targets=DEMO_TARGETS, progress: bool = True)
     for target in targets:
         result = sparsify(model, data.calib, target, config)
         acc = evaluate(result.model, data.test, config.eval_batch_size, config.device, progress=False)
-        rows.append(dict(method="FCPTS", target=target, achieved_sparsity=result.sparsity_after_projection,
+        rows.append(dict(method="FCPTS" if result.selection is None else f"FCPTS ({result.selection['chosen']})",
+                         target=target, achieved_sparsity=result.sparsity_after_projection,
                          top1=acc["top1"], seconds=result.wall_time))
         allocations[target] = {"FCPTS": result.allocation, "ERK (start)": result.init_allocation}
         for method in DEMO_BASELINES:
@@ -152,10 +158,11 @@ def demo(config: Config, out: Path, targets=DEMO_TARGETS, progress: bool = True)
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'method':<12} {'target':>7} {'achieved':>9} {'top-1':>7} {'time':>8}"]
+    w = max([12] + [len(r["method"]) for r in rows])
+    lines = [f"{'method':<{w}} {'target':>7} {'achieved':>9} {'top-1':>7} {'time':>8}"]
     for r in rows:
         target = f"{r['target']:.0%}" if r["target"] else "-"
-        lines.append(f"{r['method']:<12} {target:>7} {r['achieved_sparsity']:>9.4%} {r['top1']:>7.2%} {r['seconds']:>7.1f}s")
+        lines.append(f"{r['method']:<{w}} {target:>7} {r['achieved_sparsity']:>9.4%} {r['top1']:>7.2%} {r['seconds']:>7.1f}s")
     return "\n".join(lines)
 
 
@@ -168,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--targets", type=float, nargs="+", default=list(DEMO_TARGETS))
     d.add_argument("--out", default="results/demo", help="output folder (relative to the repository root)")
     d.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any Config field")
+    d.add_argument("--recipe", choices=RECIPES, default="released", help=RECIPE_HELP)
     d.add_argument("--quiet", action="store_true", help="no progress bars")
 
     r = sub.add_parser("run", help="sparsify any torchvision model (full mode: ImageNet + pretrained weights)")
@@ -191,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default results/<model>-<dataset>-s<target>-seed<seed>)")
     r.add_argument("--overwrite", action="store_true", help="replace the results in an existing --out folder")
     r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any Config field")
+    r.add_argument("--recipe", choices=RECIPES, default=None, help=RECIPE_HELP + " (default: the --config file's)")
     r.add_argument("--quiet", action="store_true")
 
     t = sub.add_parser("train-dense", help="train (or verify) the embedded dense ResNet-50 on digits")
@@ -215,7 +224,7 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     progress = not args.quiet
     if args.command == "demo":
-        config = _apply_sets(Config.quick_cpu(seed=args.seed, progress=progress), args.set)
+        config = _apply_sets(Config.quick_cpu(seed=args.seed, progress=progress).with_recipe(args.recipe), args.set)
         out = _out_dir(args.out, overwrite=True)  # the demo's own folder: refreshed on every run
         start = time.perf_counter()
         rows = demo(config, out, tuple(args.targets), progress)
@@ -227,7 +236,8 @@ def _main(args: argparse.Namespace) -> int:
     check_method(args.method, args.tier)  # a wrong method or tier fails here, before any folder is made
     if isinstance(fields.get("weights"), str) and fields["weights"].lower() == "none":
         fields["weights"] = ""
-    config = _apply_sets(config.replace(**fields, progress=progress), args.set)
+    config = config.replace(**fields, progress=progress)
+    config = _apply_sets(config.with_recipe(args.recipe) if args.recipe else config, args.set)
     suffix = "" if args.method == "fcpts" else f"-{args.method}"
     device = distributed.init_from_env(config.device)  # under torchrun: join the group, this rank's GPU
     main = distributed.is_main()

@@ -303,6 +303,76 @@ def paired_verdicts(table: pd.DataFrame, path: str | os.PathLike, pairs: Iterabl
     return out
 
 
+RECIPE_DIR = "benchmarks/results/recipe"  # benchmarks/recipe.py: one runner table per recipe variant
+RECIPE_START = ("erk", "b")  # FCPTS's own start, ERK + BN re-estimation, in the "released" table
+
+
+def _recipe_rows(path: Path, method: str, tier: str, target: float) -> pd.DataFrame:
+    from .runner import read_table
+
+    table = read_table(path)
+    if table.empty:
+        return table
+    return table[(table.method == method) & (table.tier == tier) & ((table.target - target).abs() < 1e-9)].sort_values("seed")
+
+
+def recipe_table(folder: str | os.PathLike = RECIPE_DIR, variants: Iterable[str] = ("released", "kit"),
+                 targets: Iterable[float] = (0.5, 0.7, 0.8, 0.9, 0.95)) -> pd.DataFrame:
+    """Per recipe variant (``<folder>/<variant>.csv``, FCPTS rows) and target: top-1 (%) with its 95 % interval over
+    seeds and test images, and the paired difference in points (``vs_start``, ``vs_released``: estimate, low,
+    high, seeds, verdict + better / − worse / ≈ within noise) to FCPTS's start (ERK + BN re-estimation) and to
+    the released recipe, over the seeds both ran. The start itself is the variant "start"."""
+    from .runner import outcome_matrix
+    from .stats import bootstrap_interval, paired_difference
+
+    folder = repo_path(folder)
+    base = folder / "released.csv"
+    records = []
+    for variant in ["start", *variants]:
+        path = base if variant == "start" else folder / f"{variant}.csv"
+        if not path.exists():
+            continue
+        for target in targets:
+            rows = _recipe_rows(path, *(RECIPE_START if variant == "start" else ("fcpts", "c")), target)
+            if rows.empty:
+                continue
+            top1 = bootstrap_interval(outcome_matrix(path, rows))
+            selected = rows["selected"].fillna("-") if "selected" in rows else pd.Series(["-"] * len(rows))
+            record = dict(variant=variant, target=target, seeds=len(rows), top1=100 * top1.estimate,
+                          top1_low=100 * top1.low, top1_high=100 * top1.high, wall_time=rows.wall_time.mean(),
+                          start_chosen=int((selected == "start").sum()))
+            others = {"start": _recipe_rows(base, *RECIPE_START, target), "released": _recipe_rows(base, "fcpts", "c", target)}
+            for name, other in others.items():
+                seeds = sorted(set(rows.seed) & set(other.seed)) if len(other) else []
+                if variant in ("start", name) or not seeds:
+                    continue
+                d = paired_difference(outcome_matrix(path, rows[rows.seed.isin(seeds)]),
+                                      outcome_matrix(base, other[other.seed.isin(seeds)]))
+                record.update({f"vs_{name}": 100 * d.estimate, f"vs_{name}_low": 100 * d.low,
+                               f"vs_{name}_high": 100 * d.high, f"vs_{name}_seeds": len(seeds),
+                               f"vs_{name}_verdict": "+" if d.low > 0 else ("−" if d.high < 0 else "≈")})
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def scored(model: torch.nn.Module, data: DataBundle, config: Config) -> dict[str, Any]:
+    """Test top-1 of ``model`` with its 95 % bootstrap interval over the test images (one run: the images are
+    the only thing resampled), and the per-image outcomes (``correct``) for paired comparisons."""
+    from .evaluate import evaluate
+    from .stats import bootstrap_interval
+
+    metrics = evaluate(model, data.test, batch_size=config.eval_batch_size, progress=False, per_image=True)
+    interval = bootstrap_interval(np.asarray(metrics["correct"])[None])
+    return dict(top1=metrics["top1"], low=interval.low, high=interval.high, correct=np.asarray(metrics["correct"]))
+
+
+def verdict_line(a: str, b: str, scores: dict[str, dict]) -> str:
+    """The paired verdict of run ``a`` against run ``b`` on the same test images (``scored`` results)."""
+    from .stats import paired_difference, verdict
+
+    return verdict(a, b, paired_difference(scores[a]["correct"][None], scores[b]["correct"][None]))
+
+
 def learner_summary(table: pd.DataFrame, targets: Iterable[float] | None = None) -> pd.DataFrame:
     """Per learner and target, over seeds: sparsity before the projection and top-1 after it (mean, std, n),
     in percent. "Reaches the target" and "accurate at the target" are separate columns."""
@@ -597,6 +667,25 @@ def _draw_dst_accuracy(results_dir, tag, dataset, target):
     return plot_training_aware(training_summary(found[0], outcomes_from=found[2]), dense_top1=_dense_top1(found[0]))
 
 
+RECIPE_LABELS = {"start": "ERK + BN re-estimation (FCPTS's start)", "released": "FCPTS, released recipe",
+                 "kit": "FCPTS, kit recipe"}
+
+
+def _draw_recipe(results_dir, tag, dataset, target):
+    from .plotting import plot_training_aware
+
+    if dataset != "digits":  # the recipe ablation ran on the embedded default only
+        return None
+    table = recipe_table(RECIPE_DIR, ("released", "kit"))
+    if table.empty:
+        return None
+    summary = pd.DataFrame(dict(method=table.variant.map(RECIPE_LABELS), tier="-", target=table.target,
+                                mean=table.top1 / 100, std=np.nan, n=table.seeds, low=table.top1_low / 100,
+                                high=table.top1_high / 100))
+    return plot_training_aware(summary, title="The released and the kit recipe against FCPTS's own start "
+                                              "(95 % intervals)")
+
+
 def kit_rows_for_published(table: pd.DataFrame) -> pd.DataFrame:
     """This kit's counterparts of the published curves: uniform masks only (tier a, like msbench without
     reconstruction), uniform with FCPTS's reconstruction (tier c) and FCPTS."""
@@ -627,6 +716,7 @@ FIGURES = {
     "fcpts_allocation": _draw_fcpts_allocation,  # notebook 02
     "fcpts_convergence": _draw_fcpts_convergence,
     "fcpts_losses": _draw_fcpts_losses,
+    "recipe": _draw_recipe,
     "accuracy_vs_sparsity": _draw_accuracy_vs_sparsity,  # notebook 03
     "schedules": _draw_schedules,
     "accuracy_vs_time": _draw_accuracy_vs_time,

@@ -191,7 +191,7 @@ def _learner_runner(make: Callable[[Any], Any]):
         return result.model, dict(steps=cfg.steps, wall_time=result.wall_time, allocation_drift=drift,
                                   sparsity_before_projection=result.sparsity_before_projection,
                                   allocation=result.allocation, trajectory=[h["sparsity"] for h in result.history],
-                                  result=result)
+                                  result=result, selected=result.selection["chosen"] if result.selection else NONE)
     return run
 
 

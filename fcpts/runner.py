@@ -60,10 +60,13 @@ KEY = ("method", "tier", "schedule", "target", "seed", "config_hash")
 COLUMNS = ("method", "tier", "schedule", "target", "seed", "achieved_sparsity", "top1", "top5", "wall_time",
            "steps", "zeros", "total", "n_test", "start", "sparsity_before_projection", "allocation_drift", "dataset",
            "model",
-           "config_hash", "finished_at")
+           "config_hash", "finished_at", "selected")
 # Config fields that change no number of a row (display, hardware) or that are row keys already.
 _NOT_HASHED = ("target", "seed", "progress", "device", "num_workers", "out_dir", "layer_log_every",
                "eval_batch_size")
+# Config fields added after rows were first committed: hashed only when they differ from their default, so
+# every older row keeps its key (and is not recomputed) while a row that uses the new option gets a new one.
+_HASHED_WHEN_SET = ("bn_recalibrate", "select_holdout")
 
 
 def default_finetune(steps: int = 150) -> PruneTrainConfig:
@@ -87,6 +90,16 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def config_digest(config: Config, model: nn.Module) -> dict[str, Any]:
+    """What a row's ``config_hash`` fingerprints besides the method's own settings: the Config (minus
+    ``_NOT_HASHED`` and unset ``_HASHED_WHEN_SET`` fields) and the dense model's weights."""
+    defaults = Config.quick_cpu()
+    values = {k: v for k, v in config.to_dict().items()
+              if k not in _NOT_HASHED and not (k in _HASHED_WHEN_SET and v == getattr(defaults, k))}
+    values["model_id"] = model_fingerprint(model)
+    return values
+
+
 def _target_key(value: Any) -> str:
     return f"{float(value):.6f}"
 
@@ -102,7 +115,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=list(COLUMNS))
     return pd.read_csv(path, dtype={"method": str, "tier": str, "schedule": str, "config_hash": str,
-                                    "start": str}, keep_default_na=False, na_values=[""])
+                                    "start": str, "selected": str}, keep_default_na=False, na_values=[""])
 
 
 def _write_atomic(text: str, path: Path) -> None:
@@ -127,16 +140,21 @@ def write_table(table: pd.DataFrame, csv_path: Path, json_path: Path | None) -> 
         _write_atomic(table.to_json(orient="records", indent=1), json_path)
 
 
-def merge_tables(out: str | os.PathLike, sources: Iterable[str | os.PathLike], json_path: bool = True) -> pd.DataFrame:
-    """Add the rows of other runner CSVs (e.g. a sweep split over processes) to ``out``; rows whose key is already
-    there are kept as they are, never overwritten. Never run it while a runner is writing ``out``."""
+def merge_tables(out: str | os.PathLike, sources: Iterable[str | os.PathLike], json_path: bool = True,
+                 where: Callable[[dict], bool] | None = None) -> pd.DataFrame:
+    """Add the rows of other runner CSVs (e.g. a sweep split over processes) to ``out``, with their side rows;
+    rows whose key is already there are kept as they are, never overwritten. ``where(row)``: add only the rows
+    it accepts. Never run it while a runner is writing ``out``."""
     out = Path(out)
     table = read_table(out)
     done = {row_key(r) for r in table.to_dict("records")} if len(table) else set()
+    added: set[tuple] = set()
     for source in sources:
         if not Path(source).exists():
             raise FileNotFoundError(f"no runner table at {source}")
-        rows = [r for r in read_table(source).to_dict("records") if row_key(r) not in done]
+        rows = [r for r in read_table(source).to_dict("records")
+                if row_key(r) not in done and (where is None or where(r))]
+        added |= {tuple(str(r[k]) for k in SIDE_KEY) for r in rows}
         done |= {row_key(r) for r in rows}
         if rows:
             new = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -147,7 +165,8 @@ def merge_tables(out: str | os.PathLike, sources: Iterable[str | os.PathLike], j
         for source in sources:
             extra = read_side(source, kind)
             if len(extra):
-                extra = extra[~extra[list(SIDE_KEY)].astype(str).apply(tuple, axis=1).isin(have_keys)]
+                keys = extra[list(SIDE_KEY)].astype(str).apply(tuple, axis=1)
+                extra = extra[~keys.isin(have_keys) & keys.isin(added)]
                 if len(extra):
                     _append_side(side_path(out, kind), extra)
                     have_keys |= set(extra[list(SIDE_KEY)].astype(str).apply(tuple, axis=1))
@@ -280,8 +299,7 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
     ctx, model_name, schedules = _context(config, model, model_name, data, train_data, schedules, finetune,
                                           pot_config, scratch_model, learner_options, progress, methods)
     model, bundle, device = ctx.model, ctx.bundle, ctx.device
-    base = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
-    base["model_id"] = model_fingerprint(model)
+    base = config_digest(config, model)
 
     jobs: list[Job] = []
     for name in _selected(methods, fcpts, dense, schedules, finetune):
@@ -324,7 +342,7 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
                    sparsity_before_projection=info.get("sparsity_before_projection", math.nan),
                    allocation_drift=info.get("allocation_drift", math.nan),
                    dataset=getattr(b, "name", config.dataset), model=model_name, config_hash=job.config_hash,
-                   finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                   finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"), selected=info.get("selected", NONE))
         if any(k in info for k in SIDE_INFO):  # side tables first: a row in the main table always has them
             write_side_rows(csv_path, row, info)
         table = pd.concat([table, pd.DataFrame([row], columns=list(COLUMNS))], ignore_index=True) if len(table) \

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from .allocation import erk_allocation, uniform_allocation, zero_budget
 from . import distributed
-from .calibration import CalibrationStream, recalibrate_bn
+from .allocation import apply_masks, magnitude_masks
+from .calibration import CalibrationStream, recalibrate_bn, split_holdout
 from .config import Config, check_target
 from .evaluate import resolve_device
 from .masking import (ThresholdSparsifier, all_weight_layers, check_finite, count_zeros, unparametrize,
@@ -43,6 +44,7 @@ class SparsifyResult:
     projection_shift: float  # τ; 1.0 means the thresholds already met the target exactly
     wall_time: float  # seconds for the whole call
     config: Config = field(repr=False)
+    selection: dict | None = None  # Config.select_holdout > 0: which candidate was returned, and every score
 
     def layer_table(self):
         """Per-layer table (name, shape, count, sparsity, threshold) as a pandas DataFrame."""
@@ -184,6 +186,25 @@ class FcptsLearner(Learner):
         return masks, tau, {n: t * tau for n, t in thresholds.items()}
 
 
+@torch.no_grad()
+def teacher_agreement(student: nn.Module, teacher: nn.Module, inputs, temperature: float,
+                      device: torch.device | str = "cpu") -> dict[str, float]:
+    """The KD loss of ``student`` against ``teacher`` (both in eval mode) and their top-1 agreement, averaged
+    over the batches ``inputs``: how to compare candidate models without labels."""
+    modes = student.training, teacher.training
+    student.eval()
+    teacher.eval()
+    kd, agree, n = 0.0, 0, 0
+    for x in inputs:
+        s_logits, t_logits = student(x.to(device)), teacher(x.to(device))
+        kd += float(kd_loss(s_logits, t_logits, temperature)) * len(x)
+        agree += int((s_logits.argmax(1) == t_logits.argmax(1)).sum())
+        n += len(x)
+    student.train(modes[0])
+    teacher.train(modes[1])
+    return dict(kd=kd / n, agreement=agree / n)
+
+
 class _KdScorer:
     """The KD loss of the student as it is now against the teacher, both in eval mode, on the first ``batches``
     calibration batches in a fixed order: how a learner compares candidate masks without labels."""
@@ -193,16 +214,18 @@ class _KdScorer:
         self.inputs = [x for (x, _), _ in zip(stream.one_pass(), range(batches))]
         self.student, self.teacher, self.temperature, self.device = student, teacher, config.temperature, device
 
-    @torch.no_grad()
     def __call__(self) -> float:
-        modes = self.student.training, self.teacher.training
-        self.student.eval()
-        self.teacher.eval()
-        total = sum(float(kd_loss(self.student(x.to(self.device)), self.teacher(x.to(self.device)), self.temperature))
-                    for x in self.inputs)
-        self.student.train(modes[0])
-        self.teacher.train(modes[1])
-        return total / len(self.inputs)
+        return teacher_agreement(self.student, self.teacher, self.inputs, self.temperature, self.device)["kd"]
+
+
+def start_candidate(model: nn.Module, allocation: dict[str, float], stream: CalibrationStream,
+                    device: torch.device) -> nn.Module:
+    """The start without reconstruction: magnitude masks of ``allocation`` on a copy of the dense ``model``,
+    then BN re-estimation over one pass of the calibration stream (baseline tier b)."""
+    candidate = copy.deepcopy(model).to(device)
+    apply_masks(candidate, magnitude_masks(candidate, allocation))
+    recalibrate_bn(candidate, stream, stream.batches_per_pass, device=device)
+    return candidate.eval()
 
 
 def threshold_groups(thresholds: list[nn.Parameter]) -> list[dict]:
@@ -242,8 +265,12 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     layers, zeros_target = zero_budget(student, target, config.include, config.exclude)
     init_allocation = dict(allocation) if allocation is not None else start_allocation(student, target, config)
     learner.prepare(student, init_allocation, config)
+    start_alloc = init_allocation  # at the target: the fallback candidate of the held-out selection
     init_allocation = learner.start or init_allocation  # ProbMask starts dense, whatever the ERK start says
 
+    holdout = None
+    if config.select_holdout > 0:  # kit safeguard: these images never train; they judge the candidates at the end
+        calibration_data, holdout = split_holdout(calibration_data, config.select_holdout, config.seed)
     stream = CalibrationStream(calibration_data, config.batch_size, config.seed, config.num_workers,
                                shard=(rank, world_size))
     net = student
@@ -330,19 +357,39 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     with torch.no_grad():
         for name, module in layers.items():
             module.weight.copy_(learner.export(name, module.weight, masks[name], tau))
-    if config.bn_mode == "eval":
+    if config.bn_mode == "eval" or config.bn_recalibrate:
         recalibrate_bn(student, stream, config.bn_recalibration_batches, device=device)
     distributed.average_buffers_(student)  # BN statistics: each rank's come from its own slices
     if world_size > 1:
         distributed.check_agreement(list(student.state_dict().values()), config.steps, "final weights")
     student.eval()
+    selection = None
+    if holdout is not None:
+        student, selection = _select(student, model, start_alloc, stream, holdout, config, device)
     zeros, total = count_zeros(student)
     final_allocation = {r["layer"]: r["sparsity"] for r in weight_sparsity_table(student) if r["layer"] in layers}
     return SparsifyResult(
         model=student, allocation=final_allocation, init_allocation=init_allocation, thresholds=thresholds,
         history=history, layer_history=layer_history, target=target,
         sparsity_before_projection=before, sparsity_after_projection=zeros / total, zeros=zeros, total=total,
-        projection_shift=tau, wall_time=time.perf_counter() - start_time, config=config)
+        projection_shift=tau, wall_time=time.perf_counter() - start_time, config=config, selection=selection)
+
+
+def _select(student: nn.Module, model: nn.Module, start_alloc: dict[str, float], stream: CalibrationStream,
+            holdout: torch.Tensor, config: Config, device) -> tuple[nn.Module, dict]:
+    """Config.select_holdout: return the reconstructed student or the start (its allocation on the dense
+    weights, BN re-estimated), whichever has the lower KD loss against the dense model on the held-out images."""
+    start = start_candidate(model, start_alloc, stream, device)
+    distributed.average_buffers_(start)  # BN statistics re-estimated on each rank's own slices
+    candidates = {"reconstructed": student, "start": start}
+    batches = holdout.split(config.batch_size)
+    dense = copy.deepcopy(model).to(device)  # the teacher's BN statistics moved in train mode: judge by the dense model
+    scores = {name: teacher_agreement(m, dense, batches, config.temperature, device) for name, m in candidates.items()}
+    names = list(candidates)
+    choice = torch.tensor([min(range(len(names)), key=lambda i: scores[names[i]]["kd"])], device=device)
+    distributed.broadcast_([choice])  # rank 0's choice everywhere (the scores agree up to rounding)
+    chosen = names[int(choice)]
+    return candidates[chosen].eval(), dict(chosen=chosen, holdout=len(holdout), scores=scores)
 
 
 def sparsify(model: nn.Module, calibration_data, target: float | None = None, config: Config | None = None,

@@ -12,8 +12,8 @@ from fcpts import Config
 from fcpts.data import DataBundle
 from fcpts.pot import PotConfig
 
-from benchmarks import (demo_time, dsa_sensitivity, exact_control, gpu, learners, memory, quality, speed, ste_lambda,
-                        summarize)
+from benchmarks import (demo_time, dsa_sensitivity, exact_control, gpu, learners, memory, quality, recipe, speed,
+                        ste_lambda, summarize)
 
 
 def toy_bundle():
@@ -231,3 +231,25 @@ def test_gpu_script_measures_two_gloo_processes_on_cpu(tmp_path):
     assert ddp["one"]["global_batch"] == ddp["many"]["global_batch"] == 4 and ddp["many"]["per_rank_batch"] == 2
     assert ddp["one"]["exact"] and ddp["many"]["exact"] and ddp["step_time_ratio"] > 0
     assert "fcpts_ddp2/fcpts_ddp1" in doc["ratios"] and doc["settings"]["nproc"] == 2
+
+
+def test_recipe_ablation_pairs_every_variant_with_the_start(results):
+    out = results / "recipe"
+    model = make_model("cnn").eval()
+    tables = recipe.run_recipe(["released", "lr-0.01"], targets=(0.5,), seeds=(0, 1), out_dir=out, reference=None,
+                               model=model, data=toy_bundle(), progress=False)
+    assert set(tables["released"].method) == {"dense", "erk", "fcpts"} and set(tables["lr-0.01"].method) == {"fcpts"}
+    summary = recipe.summarize(out, targets=(0.5,))
+    assert list(summary.variant) == ["start", "released", "lr-0.01"] and (summary.seeds == 2).all()
+    start, released, lower = (summary[summary.variant == v].iloc[0] for v in ("start", "released", "lr-0.01"))
+    assert released.vs_start == pytest.approx(released.top1 - start.top1, abs=1e-9)
+    assert lower.vs_released == pytest.approx(lower.top1 - released.top1, abs=1e-9)
+    assert lower.vs_start_low <= lower.vs_start <= lower.vs_start_high and lower.vs_start_seeds == 2
+    assert released.top1_low <= released.top1 <= released.top1_high
+    text = recipe.write_summary(out, results).pipe(recipe.markdown)
+    assert "| lr-0.01 |" in text and "vs start" in text
+    assert (results / "recipe_ablation.md").is_file() and (results / "recipe_ablation.csv").is_file()
+    # resumable: nothing new is computed
+    again = recipe.run_recipe(["lr-0.01"], targets=(0.5,), seeds=(0, 1), out_dir=out, reference=None, model=model,
+                              data=toy_bundle(), progress=False)
+    assert again["lr-0.01"].finished_at.tolist() == tables["lr-0.01"].finished_at.tolist()

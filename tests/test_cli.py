@@ -158,3 +158,30 @@ def test_default_num_workers_never_exceed_the_cores():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert Config().num_workers == default_num_workers() == min(4, cores)
     assert Config(num_workers=7).num_workers == 7  # an explicit value is the user's
+
+
+def test_run_with_the_kit_recipe_reports_its_choice_and_stays_exact(imagefolder, tmp_path):
+    # 12 train images: the kit's 64 held-out images would leave none, so the run holds out 4 (--set wins)
+    out = tmp_path / "kit"
+    args = ["run", "--dataset", "imagenet", "--data", str(imagefolder), "--target", "0.7", "--out", str(out),
+            *TINY[:TINY.index("--calib") + 1], "12", *TINY[TINY.index("--calib") + 2:],
+            "--recipe", "kit", "--set", "select_holdout=4"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["selection"]["chosen"] in ("reconstructed", "start") and metrics["selection"]["holdout"] == 4
+    assert set(metrics["selection"]["scores"]) == {"reconstructed", "start"}
+    assert metrics["zeros"] == round(0.7 * metrics["total"])
+    assert "select_holdout: 4" in (out / "config.yaml").read_text()
+
+
+def test_the_kit_recipe_is_one_flag_away_from_the_released_one():
+    from fcpts import Config
+    from fcpts.config import KIT_RECIPE
+
+    kit = Config.kit_cpu()
+    assert all(getattr(kit, k) == v for k, v in KIT_RECIPE.items())
+    assert kit.with_recipe("released") == Config.quick_cpu()
+    assert Config.quick_cpu().with_recipe("kit") == kit and Config().with_recipe("kit") == Config.kit()
+    assert Config.from_dict({"preset": "kit_cpu", "steps": 5}) == Config.kit_cpu(steps=5)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        Config().with_recipe("fast")

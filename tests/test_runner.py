@@ -147,6 +147,19 @@ def test_a_sweep_split_over_processes_merges_into_one_table(tmp_path, counted):
         runner.main(["--out", str(tmp_path / "part1.csv"), "--merge", str(tmp_path / "missing.csv")])
 
 
+def test_a_filtered_merge_copies_only_the_rows_it_accepts_with_their_outcomes(tmp_path, counted):
+    kw = dict(methods=("uniform",), tiers=("a", "b"), schedules=(), fcpts=False)
+    run(tmp_path, out_csv=tmp_path / "source.csv", targets=(0.5, 0.9), **kw)
+    merged = runner.merge_tables(tmp_path / "mine.csv", [tmp_path / "source.csv"],
+                                 where=lambda r: r["tier"] == "b" and r["target"] == 0.9)
+    assert len(merged) == 1 and merged.iloc[0].tier == "b" and merged.iloc[0].target == 0.9
+    outcomes = runner.read_side(tmp_path / "mine.csv", "outcomes")
+    assert len(outcomes) == 1 and outcomes.iloc[0].tier == "b"
+    source = runner.read_table(tmp_path / "source.csv")
+    row = source[(source.tier == "b") & (source.target == 0.9)]
+    assert (runner.outcome_matrix(tmp_path / "mine.csv", merged) == runner.outcome_matrix(tmp_path / "source.csv", row)).all()
+
+
 def test_registry_names_every_method_once_with_one_calling_convention():
     assert set(registry.LEARNERS) <= set(registry.METHODS)
     assert {"dense", "uniform", "global", "erk", "lamp", "pot", "fcpts", "prune_train-uniform"} <= set(registry.METHODS)
