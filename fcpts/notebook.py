@@ -485,7 +485,36 @@ def read_comparison(results_dir: str, dataset: str) -> pd.DataFrame | None:
     from .runner import read_table
 
     path = readable_path(results_dir, f"comparison_{dataset}.csv")
-    return current_rows(read_table(path)) if path.exists() else None
+    return with_intervals(current_rows(read_table(path)), path) if path.exists() else None
+
+
+def with_intervals(table: pd.DataFrame, path: str | os.PathLike) -> pd.DataFrame:
+    """``table`` (rows of the runner's table at ``path``) with ``low`` and ``high``: each row's 95 % bootstrap
+    interval over the test images, from its per-image outcomes (NaN for rows computed before they were kept)."""
+    from .runner import SIDE_KEY, read_side
+    from .stats import bootstrap_interval, unpack_outcomes
+
+    side = read_side(path, "outcomes")
+    found = {tuple(str(r[k]) for k in SIDE_KEY): r for r in side.to_dict("records")} if len(side) else {}
+    bounds = []
+    for row in table.to_dict("records"):
+        hit = found.get(tuple(str(row[k]) for k in SIDE_KEY))
+        if hit is None:
+            bounds.append((np.nan, np.nan))
+            continue
+        interval = bootstrap_interval(unpack_outcomes(hit["correct"], int(hit["n"]))[None])
+        bounds.append((interval.low, interval.high))
+    return table.assign(low=[b[0] for b in bounds], high=[b[1] for b in bounds])
+
+
+def interval_pivot(table: pd.DataFrame, index: Iterable[str] = ("method", "tier")) -> pd.DataFrame:
+    """Top-1 (%) per ``index`` × target as text: "98.1 [96.4, 99.4]" where the row has its 95 % interval
+    (``with_intervals``), "98.1" where it was computed before per-image outcomes were kept."""
+    low = table["low"] if "low" in table else pd.Series(np.nan, index=table.index)
+    high = table["high"] if "high" in table else pd.Series(np.nan, index=table.index)
+    cells = [f"{100 * t:.1f}" + ("" if pd.isna(lo) else f" [{100 * lo:.1f}, {100 * hi:.1f}]")
+             for t, lo, hi in zip(table["top1"], low, high)]
+    return table.assign(cell=cells).pivot_table(index=list(index), columns="target", values="cell", aggfunc="last")
 
 
 def _dense_top1(table: pd.DataFrame) -> float | None:

@@ -243,10 +243,19 @@ def plot_accuracy_bars(table, title: str = "Top-1 after pruning") -> plt.Figure:
     return fig
 
 
+def _band(ax, part, c) -> None:
+    """The rows' 95 % intervals (``low``, ``high``, fractions) as a shaded band, where the table has them."""
+    if "low" in part and part["low"].notna().any():
+        ok = part["low"].notna()
+        ax.fill_between(part["achieved_sparsity"][ok] * 100, part["low"][ok] * 100, part["high"][ok] * 100,
+                        color=c, alpha=0.15, linewidth=0)
+
+
 def plot_accuracy_vs_sparsity(table, tiers=("a", "b", "c"), dense_top1: float | None = None,
                               title: str = "Accuracy against sparsity") -> plt.Figure:
     """One panel per tier: top-1 (%) against the achieved global sparsity, one line per allocation
-    method; FCPTS (tier c by construction) is drawn in every panel as the reference."""
+    method; FCPTS (tier c by construction) is drawn in every panel as the reference. Where the table has
+    ``low``/``high`` (95 % intervals, ``notebook.with_intervals``) they are drawn as shaded bands."""
     use_style()
     fig, axes = plt.subplots(1, len(tiers), figsize=(4.6 * len(tiers), 4.0), sharey=True, squeeze=False)
     axes = axes[0]
@@ -257,9 +266,11 @@ def plot_accuracy_vs_sparsity(table, tiers=("a", "b", "c"), dense_top1: float | 
             part = part.sort_values("target")
             ax.plot(part["achieved_sparsity"] * 100, part["top1"] * 100, marker="o", markersize=4,
                     linewidth=1.3, color=color(method), label=label(method))
+            _band(ax, part, color(method))
         if len(fcpts):
             ax.plot(fcpts["achieved_sparsity"] * 100, fcpts["top1"] * 100, marker="s", markersize=5,
                     linewidth=2.0, color=color("fcpts"), label="FCPTS")
+            _band(ax, fcpts, color("fcpts"))
         if dense_top1 is not None:
             ax.axhline(100 * dense_top1, color=color("dense"), linestyle="--", linewidth=1, label="dense")
         ax.set_title(TIER_LABELS.get(tier, tier), fontsize=10)
@@ -282,10 +293,12 @@ def plot_schedules(table, dense_top1: float | None = None,
         part = part.sort_values("target")
         ax.plot(part["achieved_sparsity"] * 100, part["top1"] * 100, marker="o", markersize=4, linewidth=1.3,
                 color=color(name), label=f"{label(name)} (prune + train)")
+        _band(ax, part, color(name))
     fcpts = table[table["method"] == "fcpts"].sort_values("target")
     if len(fcpts):
         ax.plot(fcpts["achieved_sparsity"] * 100, fcpts["top1"] * 100, marker="s", markersize=5, linewidth=2.0,
                 color=color("fcpts"), label="FCPTS (post-training)")
+        _band(ax, fcpts, color("fcpts"))
     if dense_top1 is not None:
         ax.axhline(100 * dense_top1, color=color("dense"), linestyle="--", linewidth=1, label="dense")
     ax.set_xlabel("global sparsity (%)")

@@ -273,3 +273,21 @@ def test_every_row_keeps_its_per_image_outcomes(tmp_path):
     assert runner.outcome_matrix(tmp_path / "o1.csv", merged).shape == (5, 16)
     with pytest.raises(KeyError, match="no per-image outcomes"):
         runner.outcome_matrix(tmp_path / "o1.csv", merged.assign(config_hash="stale"))
+
+
+def test_comparison_rows_get_intervals_and_the_figures_draw_them(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from fcpts import notebook as nb
+    from fcpts.plotting import plot_accuracy_vs_sparsity
+
+    kw = dict(methods=("uniform",), tiers=("b",), schedules=(), fcpts=False, targets=(0.5, 0.9))
+    table = run(tmp_path, out_csv=tmp_path / "comparison_toy.csv", **kw)
+    older = table.assign(config_hash="older")  # a row computed before outcomes were kept
+    shown = nb.with_intervals(pd.concat([table, older.iloc[[1]]], ignore_index=True), tmp_path / "comparison_toy.csv")
+    kept = shown.iloc[: len(table)]
+    assert ((kept.low <= kept.top1) & (kept.top1 <= kept.high)).all() and shown.low.iloc[-1] != shown.low.iloc[-1]
+    fig = plot_accuracy_vs_sparsity(kept, tiers=("b",))
+    assert any(isinstance(c, PolyCollection) for c in fig.axes[0].collections)  # the shaded interval band
+    plt.close(fig)
