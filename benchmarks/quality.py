@@ -1,11 +1,11 @@
-"""Quality on the embedded default: top-1 of FCPTS (4 variants) and every baseline tier at 0.5-0.95, 3 seeds.
+"""Quality on the embedded default: top-1 of FCPTS (5 variants) and every baseline tier at 0.5-0.95, 3 seeds.
 
 A thin layer over ``fcpts.runner.run_comparison`` (the one comparison runner; nothing is re-implemented):
 
-* FCPTS in its four variants -- gradient ``released``/``ste`` × bridge ``histogram``/``kde`` -- each on
-  ``Config.quick_cpu()`` with those two fields changed; one CSV per variant,
-  ``benchmarks/results/quality_<gradient>-<bridge>.csv`` (the runner keys rows by a config hash, not by
-  variant name, so separate files keep the variants apart);
+* FCPTS in its four released-code variants -- gradient ``released``/``ste`` × bridge ``histogram``/``kde`` --
+  each on ``Config.quick_cpu()`` with those two fields changed, and the kit recipe (``Config.kit_cpu()``); one
+  CSV per variant, ``benchmarks/results/quality_<gradient>-<bridge>.csv`` and ``quality_kit.csv`` (the runner
+  keys rows by a config hash, not by variant name, so separate files keep the variants apart);
 * the dense model and every allocation baseline (uniform, global, erk, lamp, pot) in tiers a/b/c, in the
   released-histogram file (the default config, whose FCPTS row they are compared with).
 
@@ -15,7 +15,7 @@ config hash (same Config, same dense weights, same POT settings) are copied in i
 
     python benchmarks/quality.py --estimate                           # what is left and what it would cost
     python benchmarks/quality.py --targets 0.9 --seeds 0              # one target, one seed, everything
-    python benchmarks/quality.py --methods fcpts --targets 0.8 0.9    # the four FCPTS variants only
+    python benchmarks/quality.py --methods fcpts --targets 0.8 0.9    # the five FCPTS variants only
     python benchmarks/quality.py --methods fcpts-ste-kde uniform --tiers b c
 
 It needs the cached embedded checkpoint (``python -m fcpts train-dense``); ``--allow-train`` lets the
@@ -38,6 +38,7 @@ import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, embedded_checkpoint_path, set_threads  # noqa: E402
 from fcpts import Config  # noqa: E402
+from fcpts.config import KIT_RECIPE  # noqa: E402
 from fcpts.baselines import ALLOCATION_METHODS, TIERS  # noqa: E402
 from fcpts import runner  # noqa: E402
 from fcpts.pot import PotConfig  # noqa: E402
@@ -49,6 +50,7 @@ VARIANTS = {
     "released-kde": dict(gradient="released", bridge="kde"),
     "ste-histogram": dict(gradient="ste", bridge="histogram"),
     "ste-kde": dict(gradient="ste", bridge="kde"),
+    "kit": dict(KIT_RECIPE),  # the kit recipe (issue #14): rows shared with benchmarks/recipe.py's kit table
 }
 BASE = "released-histogram"
 FCPTS_METHODS = tuple(f"fcpts-{v}" for v in VARIANTS)
@@ -60,7 +62,7 @@ EVAL_SECONDS = 5.0  # evaluating one row on the digits test split
 
 
 def expand_methods(names) -> list[str]:
-    """``fcpts`` -> the four variants, ``baselines`` -> every allocation; others as given."""
+    """``fcpts`` -> the five variants, ``baselines`` -> every allocation; others as given."""
     out: list[str] = []
     for name in names:
         group = {"fcpts": FCPTS_METHODS, "baselines": tuple(ALLOCATION_METHODS), "all": METHODS}.get(name, (name,))

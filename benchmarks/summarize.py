@@ -29,7 +29,7 @@ EXPECTED_TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
 
 VARIANT_LABELS = {"released-histogram": "FCPTS (released, histogram) [default]",
                   "released-kde": "FCPTS (released, KDE)", "ste-histogram": "FCPTS (STE, histogram)",
-                  "ste-kde": "FCPTS (STE, KDE)"}
+                  "ste-kde": "FCPTS (STE, KDE)", "kit": "FCPTS (kit recipe: released + held-out selection)"}
 
 
 def _load_json(path: Path):
