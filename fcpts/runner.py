@@ -329,7 +329,10 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
         spec = job.spec
         bar.set_postfix_str(job.label())
         tic = time.perf_counter()
-        pruned, info = METHODS[spec.method].run(ctx, spec)
+        try:
+            pruned, info = METHODS[spec.method].run(ctx, spec)
+        except FloatingPointError as exc:  # name the row that diverged; the rows before it are saved
+            raise FloatingPointError(f"{job.label()}: {exc}") from exc
         wall = info.get("wall_time") or (time.perf_counter() - tic)
         b = bundle(spec.seed)
         metrics = evaluate(pruned, b.test, batch_size=config.eval_batch_size, device=device, progress=False,
