@@ -441,20 +441,22 @@ def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) 
     lines: list[str] = []
     if table_path.exists():
         table = read_table(table_path)
-        summary = learner_summary(table)
+        summary = learner_summary(table, outcomes_from=table_path)
         if len(summary):
             dense = table[table.method == "dense"]
             lines += ["## Allocation learners under FCPTS's post-training budget", "",
                       f"`{table_path.relative_to(ROOT) if table_path.is_relative_to(ROOT) else table_path}` "
                       "(the runner, embedded default"
                       + (f", dense top-1 {100 * dense.top1.iloc[-1]:.2f} %" if len(dense) else "") + "). "
-                      "Cells: mean ± std over the seeds (n); S before = the sparsity of the method's own masks "
+                      "Cells: mean ± std over the seeds (n), and top-1's 95 % interval over seeds and test images "
+                      "where the rows kept per-image outcomes; S before = the sparsity of the method's own masks "
                       "before the kit's exact projection; top-1 after it.", ""]
             rows = []
             for r in summary.itertuples(index=False):
                 std = lambda v: "" if pd.isna(v) else f" ± {v:.1f}"
+                interval = "" if pd.isna(r[8]) else f" [{r[8]:.1f}, {r[9]:.1f}]"
                 rows.append([DISPLAY_NAMES.get(r.method, r.method), f"{r.target:.0%}", r.seeds,
-                             f"{r[3]:.1f}{std(r[4])}", f"{r[5]:.1f}", f"{r[6]:.1f}{std(r[7])}"])
+                             f"{r[3]:.1f}{std(r[4])}", f"{r[5]:.1f}", f"{r[6]:.1f}{std(r[7])}{interval}"])
             lines += _table(["method", "target", "n", "S before (%)", "gap to S* (points)", "top-1 after (%)"], rows)
     frames = []
     for path in sorted(results.glob("dsa_sensitivity_*_*.csv")):

@@ -206,7 +206,8 @@ print(f"every learner row meets its target exactly after the projection: {bool(e
 
 # %%
 nb.draw("learner_trajectories", tag, results_dir, figures_dir, dataset=dataset, target=target)
-summary = nb.learner_summary(found[0], nb.LEARNER_TARGETS) if found else None
+summary = nb.learner_summary(found[0], nb.LEARNER_TARGETS, outcomes_from=nb.readable_path(
+    results_dir, f"learners_{dataset}.csv")) if found else None
 summary.round(2) if summary is not None else None
 
 # %% [markdown]
