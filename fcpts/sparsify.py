@@ -189,20 +189,20 @@ class FcptsLearner(Learner):
 @torch.no_grad()
 def teacher_agreement(student: nn.Module, teacher: nn.Module, inputs, temperature: float,
                       device: torch.device | str = "cpu") -> dict[str, float]:
-    """The KD loss of ``student`` against ``teacher`` (both in eval mode) and their top-1 agreement, averaged
-    over the batches ``inputs``: how to compare candidate models without labels."""
+    """The KD loss of ``student`` against ``teacher`` (both in eval mode; the mean of the batches' losses) and
+    their top-1 agreement over the images of the batches ``inputs``: how to compare candidates without labels."""
     modes = student.training, teacher.training
     student.eval()
     teacher.eval()
-    kd, agree, n = 0.0, 0, 0
+    kd, agree, n, batches = 0.0, 0, 0, 0
     for x in inputs:
         s_logits, t_logits = student(x.to(device)), teacher(x.to(device))
-        kd += float(kd_loss(s_logits, t_logits, temperature)) * len(x)
+        kd += float(kd_loss(s_logits, t_logits, temperature))
         agree += int((s_logits.argmax(1) == t_logits.argmax(1)).sum())
-        n += len(x)
+        n, batches = n + len(x), batches + 1
     student.train(modes[0])
     teacher.train(modes[1])
-    return dict(kd=kd / n, agreement=agree / n)
+    return dict(kd=kd / batches, agreement=agree / n)
 
 
 class _KdScorer:
