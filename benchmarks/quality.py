@@ -50,12 +50,13 @@ VARIANTS = {
     "released-kde": dict(gradient="released", bridge="kde"),
     "ste-histogram": dict(gradient="ste", bridge="histogram"),
     "ste-kde": dict(gradient="ste", bridge="kde"),
-    "kit": dict(KIT_RECIPE),  # the kit recipe (issue #14): rows shared with benchmarks/recipe.py's kit table
+    "kit": dict(KIT_RECIPE),  # the kit recipe (issue #14): its rows are copied from benchmarks/recipe.py's kit table
 }
 BASE = "released-histogram"
 FCPTS_METHODS = tuple(f"fcpts-{v}" for v in VARIANTS)
 METHODS = FCPTS_METHODS + tuple(ALLOCATION_METHODS) + ("dense",)
 REFERENCE = ROOT / "data" / "comparison_digits.csv"
+KIT_TABLE = ROOT / "benchmarks" / "results" / "recipe" / "kit.csv"
 # Fallback seconds per row (2-core CPU, 1 thread) when no finished row of that kind exists yet to time it by.
 NOMINAL_SECONDS = {"fcpts": 300.0, "c": 300.0, "pot": 180.0, "a": 10.0, "b": 15.0, "dense": 5.0}
 EVAL_SECONDS = 5.0  # evaluating one row on the digits test split
@@ -205,6 +206,8 @@ def run_quality(methods=METHODS, targets=TARGETS, seeds=SEEDS, tiers=TIERS, out_
             hashes = config_hashes(config, model, pot_config)
             wanted = {"fcpts"} if variant != BASE else None
             copied = import_reference(path, Path(reference), {hashes["base"], hashes["pot"]}, wanted)
+            if variant == "kit":  # the same config as benchmarks/recipe.py's kit rows: never compute them twice
+                copied += import_reference(path, KIT_TABLE, {hashes["base"]}, {"fcpts"})
             if copied and progress:
                 print(f"[quality] {variant}: {copied} row(s) copied from {reference}", file=sys.stderr)
         tic = time.perf_counter()

@@ -1,7 +1,7 @@
 """Why the quick recipe can end below its own start, and which recipe does not (issue #14).
 
 FCPTS starts from the ERK allocation. With nothing but BN re-estimation, that start (``erk``, tier b) is
-already close to the dense model at 50-70 %, so 150 steps of reconstruction can only lose there. This ablation
+already close to the dense model at 50-70 %, so 150 steps of reconstruction have little to win there. This ablation
 changes one thing of ``Config.quick_cpu()`` at a time (learning rate, steps, calibration size and
 augmentation, BN handling, weight decay; the held-out selection is the kit recipe) and compares every variant, image by image
 and seed by seed, with that start and with the faithful recipe (``fcpts.stats.paired_difference``).

@@ -91,41 +91,36 @@ def current_cells(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def cell_interval(rows: pd.DataFrame):
-    """Mean top-1 with its 95 % interval over seeds and test images (``fcpts.stats``), or None without outcomes."""
+    """Mean top-1 with its 95 % interval over seeds and test images (``fcpts.stats``), or None without outcomes;
+    the last row written per seed."""
     from fcpts.runner import outcome_matrix
     from fcpts.stats import bootstrap_interval
 
     if not rows.has_outcomes.all():
         return None
-    return bootstrap_interval(_outcomes(rows, outcome_matrix))
-
-
-def _outcomes(rows: pd.DataFrame, outcome_matrix):
-    import numpy as np
-
-    rows = rows.sort_values("seed")
-    return np.concatenate([outcome_matrix(path, part) for path, part in rows.groupby("path", sort=False)])
+    rows = rows.drop_duplicates("seed", keep="last").sort_values("seed")
+    return bootstrap_interval(outcome_matrix(rows.path.iloc[0], rows))
 
 
 def paired_verdict(mine: pd.DataFrame, other: pd.DataFrame):
-    """(difference interval mine − other, seeds) over the seeds both ran with outcomes; None if they share none."""
-    from fcpts.runner import outcome_matrix
-    from fcpts.stats import paired_difference
+    """(difference interval mine − other, seeds) over the seeds both ran with outcomes; None if they share none.
+    Each label's rows live in one result file."""
+    from fcpts.runner import paired_over_seeds
 
-    mine, other = mine[mine.has_outcomes], other[other.has_outcomes]
-    seeds = sorted(set(mine.seed) & set(other.seed))
-    if not seeds:
+    if mine.empty or other.empty:
         return None
-    a = _outcomes(mine[mine.seed.isin(seeds)].drop_duplicates("seed"), outcome_matrix)
-    b = _outcomes(other[other.seed.isin(seeds)].drop_duplicates("seed"), outcome_matrix)
-    return paired_difference(a, b), len(seeds)
+    found = paired_over_seeds(mine.path.iloc[0], mine.sort_values("seed"), other.path.iloc[0], other.sort_values("seed"))
+    return None if found is None else (found[0], len(found[1]))
 
 
 def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     table = quality_table(results)
     if table.empty:
         return ["## Quality (embedded default)", "", "Not run yet (`python benchmarks/quality.py`)."], {}
-    table = current_cells(table[table.config_hash.notna()])
+    table = table[table.config_hash.notna()]
+    # the dense top-1 of each generation: rows with per-image outcomes (current dense model) and † rows (earlier)
+    dense_of = {kept: float(part.top1.mean()) for kept, part in table[table.method == "dense"].groupby("has_outcomes")}
+    table = current_cells(table)
     dense = table[table.method == "dense"].top1
     dense_mean = float(dense.mean()) if len(dense) else float("nan")
     pruned = table[table.method != "dense"]
@@ -137,7 +132,9 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
              f"(`Config.quick_cpu()`: 150 steps, batch 64). Cells: mean over the seeds with its 95 % bootstrap "
              f"interval over seeds and test images (`fcpts.stats`), n = seeds. A cell marked † was computed before "
              f"the runner kept per-image outcomes (and on an earlier dense model): mean ± std over seeds, no "
-             f"interval, no verdict. Dense: {_fmt(dense_mean, 2, True)} (n = {len(dense)}).", ""]
+             f"interval, no verdict. Dense: {_fmt(dense_mean, 2, True)} (n = {len(dense)})"
+             + (f"; the earlier dense model of the † cells: {_fmt(dense_of[False], 2, True)}"
+                if True in dense_of and False in dense_of else "") + ".", ""]
     rows = []
     for lab in labels:
         cells = [lab]
@@ -163,7 +160,7 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
               f"Against every baseline tier at every target from {QUALITY_FROM:.0%}. *Paired*: the difference in "
               "points on the same test images and seeds, with its 95 % bootstrap interval; \"beats\" or \"beaten\" "
               "only when the interval excludes 0. *Means* (the earlier rule, for comparison): beaten whenever a "
-              "baseline's mean is higher.", ""]
+              "baseline's mean is higher, counted only between cells of the same dense model.", ""]
     from fcpts.baselines import ALLOCATION_METHODS, TIERS
 
     expected_baselines = [f"{m} ({t})" for m in ALLOCATION_METHODS for t in TIERS]
@@ -177,7 +174,8 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
                 if mine.empty or other.empty:
                     missing += 1
                     continue
-                if other.top1.mean() > mine.top1.mean() + 1e-12:
+                same_model = mine.has_outcomes.all() == other.has_outcomes.all()  # never across dense models
+                if same_model and other.top1.mean() > mine.top1.mean() + 1e-12:
                     by_means.append(f"{base_label} at {t:.0%}")
                 found = paired_verdict(mine, other)
                 if found is None:
@@ -193,14 +191,16 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
                      f"{len(beaten) + len(beats) + len(noise) + unpaired + missing}: beaten by {len(beaten)}, "
                      f"beats {len(beats)}, within noise {len(noise)}"
                      + ("" if complete else f"; not yet paired {unpaired} (no per-image outcomes), missing {missing}")
-                     + f". By means: beaten by {len(by_means)}.")
+                     + f". By means (same dense model only): beaten by {len(by_means)}.")
         if beaten:
             lines.append(f"  - beaten by: {'; '.join(beaten)}")
         if noise:
             lines.append(f"  - within noise: {'; '.join(noise)}")
         at90 = stats[(stats.label == lab) & (abs(stats.target - 0.9) < 1e-9)]
-        if len(at90) and not math.isnan(dense_mean):
-            gap = dense_mean - float(at90.iloc[0]["mean"])
+        rows90 = pruned[(pruned.label == lab) & ((pruned.target - 0.9).abs() < 1e-9)]
+        dense90 = dense_of.get(bool(rows90.has_outcomes.all()), float("nan")) if len(rows90) else float("nan")
+        if len(at90) and not math.isnan(dense90):
+            gap = dense90 - float(at90.iloc[0]["mean"])
             ok90 = gap <= TARGET_DENSE_GAP
             checks[f"{lab}: within 2 points of dense at 90%"] = (ok90, 0)
             lines.append(f"  - within {100 * TARGET_DENSE_GAP:.0f} points of dense at 90 %: gap "
@@ -452,9 +452,10 @@ def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) 
                       "where the rows kept per-image outcomes; S before = the sparsity of the method's own masks "
                       "before the kit's exact projection; top-1 after it.", ""]
             rows = []
-            for r in summary.itertuples(index=False):
+            for r in summary.rename(columns={"top-1 low (%)": "low", "top-1 high (%)": "high"}).itertuples(index=False):
                 std = lambda v: "" if pd.isna(v) else f" ± {v:.1f}"
-                interval = "" if pd.isna(r[8]) else f" [{r[8]:.1f}, {r[9]:.1f}]"
+                low, high = getattr(r, "low", float("nan")), getattr(r, "high", float("nan"))
+                interval = "" if pd.isna(low) else f" [{low:.1f}, {high:.1f}]"
                 rows.append([DISPLAY_NAMES.get(r.method, r.method), f"{r.target:.0%}", r.seeds,
                              f"{r[3]:.1f}{std(r[4])}", f"{r[5]:.1f}", f"{r[6]:.1f}{std(r[7])}{interval}"])
             lines += _table(["method", "target", "n", "S before (%)", "gap to S* (points)", "top-1 after (%)"], rows)

@@ -7,6 +7,7 @@ every method meets the target exactly and comparisons do not drift.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -175,3 +176,11 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
     for name, mask in masks.items():
         layers[name].weight.mul_(mask)
     return model
+
+
+def masked_copy(model: nn.Module, allocation: dict[str, float], device: torch.device | str | None = None) -> nn.Module:
+    """A copy of ``model`` (on ``device``) with the magnitude masks of ``allocation`` applied: real zeros."""
+    pruned = copy.deepcopy(model)
+    if device is not None:
+        pruned = pruned.to(device)
+    return apply_masks(pruned, magnitude_masks(pruned, allocation))

@@ -15,12 +15,11 @@ The input model is never modified.
 """
 from __future__ import annotations
 
-import copy
 import time
 
 from torch import nn
 
-from .allocation import ALLOCATIONS, allocate, apply_masks, magnitude_masks
+from .allocation import ALLOCATIONS, allocate, masked_copy
 from .calibration import recalibrate_bn
 from .config import Config, check_target
 from .masking import check_finite, count_zeros, prunable_layers, weight_sparsity_table
@@ -63,16 +62,15 @@ def prune_baseline(model: nn.Module, calibration_data, target: float, method: st
         result = sparsify(model, calibration_data, target, config, allocation=allocation, learn_thresholds=False)
         pruned = result.model
         info.update(steps=config.steps, sparsity_before_projection=result.sparsity_before_projection,
-                    init_allocation=allocation)
+                    init_allocation=allocation, selection=result.selection,
+                    selected=result.selection["chosen"] if result.selection else "-")
     else:
         if method == "pot":
             pot_config = pot_config or PotConfig(seed=config.seed, device=config.device, progress=config.progress)
             pruned, pot_info = pot_prune(model, calibration_data, target, pot_config, config.include, config.exclude)
             info.update(steps=pot_info["steps"], calibration=pot_info["calibration"])
         else:
-            pruned = copy.deepcopy(model).to(device)
-            allocation = baseline_allocation(pruned, target, method, config)
-            apply_masks(pruned, magnitude_masks(pruned, allocation))
+            pruned = masked_copy(model, baseline_allocation(model, target, method, config), device)
         if tier == "b":
             # The weights are zero already; the forward passes only refresh the BN running statistics.
             recalibrate_bn(pruned, calibration_data, batches=None, batch_size=config.batch_size, seed=config.seed,

@@ -103,6 +103,8 @@ def split_holdout(data, count: int, seed: int) -> tuple[Dataset, torch.Tensor]:
     if isinstance(data, DataLoader) or not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
         raise ValueError("Config.select_holdout needs the calibration data as a Tensor or a map-style Dataset "
                          "(not a DataLoader): it sets images aside by index")
+    if hasattr(data, "set_epoch"):  # augmentations of pass 0, whatever earlier runs read from this set
+        data.set_epoch(0)
     n = len(data)
     if not 0 < count <= n // 2:
         raise ValueError(f"Config.select_holdout = {count} with {n} calibration images: hold out between 1 and "

@@ -188,7 +188,7 @@ class Config:
 
 
 # The kit recipe (issue #14; benchmarks/results/recipe_ablation.md): options of the kit, not of the released
-# code, that keep the quick recipe from ending below its own start. The released recipe stays the default.
+# code: a label-free guard against ending below FCPTS's own start. The released recipe stays the default.
 KIT_RECIPE: dict[str, Any] = dict(select_holdout=64)
 RECIPES = ("released", "kit")
 PRESETS = ("released", "quick_cpu", "kit", "kit_cpu")

@@ -276,8 +276,8 @@ def paired_verdicts(table: pd.DataFrame, path: str | os.PathLike, pairs: Iterabl
     """For each target and each pair ((method, tier), (method, tier)) -- one-cycle named by its schedule -- the
     paired verdict over the seeds both have and the same test images (``fcpts.stats``): "A beats B by x points
     [low, high]" only when the interval excludes 0, else "within noise". Pairs without outcomes are skipped."""
-    from .runner import outcome_matrix
-    from .stats import paired_difference, verdict
+    from .runner import paired_over_seeds
+    from .stats import verdict
 
     names = {"fcpts": "FCPTS", "one_cycle": "one-cycle", "dst-ee": "DST-EE", "rigl": "RigL"}
     starts = {"c": "", "finetune": " (from dense)", "scratch": " (scratch)"}
@@ -287,19 +287,11 @@ def paired_verdicts(table: pd.DataFrame, path: str | os.PathLike, pairs: Iterabl
         at = rows[(rows["target"] - target).abs() < 1e-9]
         for a, b in pairs:
             ra, rb = (at[(at["name"] == m) & (at["tier"] == t)] for m, t in (a, b))
-            kept = []  # the seeds both ran, and whose rows kept their per-image outcomes
-            for seed in sorted(set(ra["seed"]) & set(rb["seed"])):
-                try:
-                    kept.append((seed, outcome_matrix(path, ra[ra["seed"] == seed]),
-                                 outcome_matrix(path, rb[rb["seed"] == seed])))
-                except KeyError:
-                    continue
-            if not kept:
+            found = paired_over_seeds(path, ra, path, rb)
+            if found is None:
                 continue
-            seeds = [k[0] for k in kept]
-            ma, mb = (np.concatenate([k[i] for k in kept]) for i in (1, 2))
             label_a, label_b = names.get(a[0], a[0]) + starts[a[1]], names.get(b[0], b[0]) + starts[b[1]]
-            out.append(f"{target:.0%}, {len(seeds)} seed(s): " + verdict(label_a, label_b, paired_difference(ma, mb)))
+            out.append(f"{target:.0%}, {len(found[1])} seed(s): " + verdict(label_a, label_b, found[0]))
     return out
 
 
@@ -322,8 +314,8 @@ def recipe_table(folder: str | os.PathLike = RECIPE_DIR, variants: Iterable[str]
     seeds and test images, and the paired difference in points (``vs_start``, ``vs_released``: estimate, low,
     high, seeds, verdict + better / − worse / ≈ within noise) to FCPTS's start (ERK + BN re-estimation) and to
     the released recipe, over the seeds both ran. The start itself is the variant "start"."""
-    from .runner import outcome_matrix
-    from .stats import bootstrap_interval, paired_difference
+    from .runner import outcome_matrix, paired_over_seeds
+    from .stats import bootstrap_interval
 
     folder = repo_path(folder)
     base = folder / "released.csv"
@@ -334,6 +326,7 @@ def recipe_table(folder: str | os.PathLike = RECIPE_DIR, variants: Iterable[str]
             continue
         for target in targets:
             rows = _recipe_rows(path, *(RECIPE_START if variant == "start" else ("fcpts", "c")), target)
+            rows = rows.drop_duplicates("seed", keep="last")  # a row recomputed later replaces the older one
             if rows.empty:
                 continue
             top1 = bootstrap_interval(outcome_matrix(path, rows))
@@ -343,11 +336,10 @@ def recipe_table(folder: str | os.PathLike = RECIPE_DIR, variants: Iterable[str]
                           start_chosen=int((selected == "start").sum()))
             others = {"start": _recipe_rows(base, *RECIPE_START, target), "released": _recipe_rows(base, "fcpts", "c", target)}
             for name, other in others.items():
-                seeds = sorted(set(rows.seed) & set(other.seed)) if len(other) else []
-                if variant in ("start", name) or not seeds:
+                found = None if variant in ("start", name) else paired_over_seeds(path, rows, base, other)
+                if found is None:
                     continue
-                d = paired_difference(outcome_matrix(path, rows[rows.seed.isin(seeds)]),
-                                      outcome_matrix(base, other[other.seed.isin(seeds)]))
+                d, seeds = found
                 record.update({f"vs_{name}": 100 * d.estimate, f"vs_{name}_low": 100 * d.low,
                                f"vs_{name}_high": 100 * d.high, f"vs_{name}_seeds": len(seeds),
                                f"vs_{name}_verdict": "+" if d.low > 0 else ("−" if d.high < 0 else "≈")})

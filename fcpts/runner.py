@@ -420,6 +420,26 @@ def outcome_matrix(csv_path: str | os.PathLike, rows: pd.DataFrame) -> np.ndarra
     return np.stack([unpack_outcomes(found[k]["correct"], int(found[k]["n"])) for k in keys])
 
 
+def paired_over_seeds(path_a: str | os.PathLike, rows_a: pd.DataFrame, path_b: str | os.PathLike,
+                      rows_b: pd.DataFrame):
+    """``(fcpts.stats.paired_difference of rows_a minus rows_b, the seeds used)`` over the seeds both ran whose
+    rows kept their per-image outcomes (the last row written per seed), or None when there is no such seed."""
+    from .stats import paired_difference
+
+    rows_a, rows_b = (r.drop_duplicates("seed", keep="last") for r in (rows_a, rows_b))
+    kept = []
+    for seed in sorted(set(rows_a["seed"]) & set(rows_b["seed"])):
+        try:
+            kept.append((seed, outcome_matrix(path_a, rows_a[rows_a["seed"] == seed]),
+                         outcome_matrix(path_b, rows_b[rows_b["seed"] == seed])))
+        except KeyError:  # computed before outcomes were kept
+            continue
+    if not kept:
+        return None
+    a, b = (np.concatenate([k[i] for k in kept]) for i in (1, 2))
+    return paired_difference(a, b), [k[0] for k in kept]
+
+
 def _parse_shard(parser: argparse.ArgumentParser, text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .allocation import erk_allocation, uniform_allocation, zero_budget
 from . import distributed
-from .allocation import apply_masks, magnitude_masks
+from .allocation import masked_copy
 from .calibration import CalibrationStream, recalibrate_bn, split_holdout
 from .config import Config, check_target
 from .evaluate import resolve_device
@@ -44,7 +44,10 @@ class SparsifyResult:
     projection_shift: float  # τ; 1.0 means the thresholds already met the target exactly
     wall_time: float  # seconds for the whole call
     config: Config = field(repr=False)
-    selection: dict | None = None  # Config.select_holdout > 0: which candidate was returned, and every score
+    # Config.select_holdout > 0: which candidate was returned ("reconstructed" or "start") and every score. When
+    # it is the start, thresholds, projection_shift, sparsity_before_projection and the histories still describe
+    # the reconstruction that was set aside; allocation, zeros and the model are the start's.
+    selection: dict | None = None
 
     def layer_table(self):
         """Per-layer table (name, shape, count, sparsity, threshold) as a pandas DataFrame."""
@@ -222,8 +225,7 @@ def start_candidate(model: nn.Module, allocation: dict[str, float], stream: Cali
                     device: torch.device) -> nn.Module:
     """The start without reconstruction: magnitude masks of ``allocation`` on a copy of the dense ``model``,
     then BN re-estimation over one pass of the calibration stream (baseline tier b)."""
-    candidate = copy.deepcopy(model).to(device)
-    apply_masks(candidate, magnitude_masks(candidate, allocation))
+    candidate = masked_copy(model, allocation, device)
     recalibrate_bn(candidate, stream, stream.batches_per_pass, device=device)
     return candidate.eval()
 
@@ -262,6 +264,9 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     student = copy.deepcopy(model).to(device)
     if world_size > 1:  # one model on every rank: rank 0's (a model built with random weights differs per rank)
         distributed.broadcast_(list(teacher.state_dict().values()) + list(student.state_dict().values()))
+    # the held-out selection judges by, and falls back to, the dense model as it is now (the teacher's BN
+    # statistics move while it runs in train mode)
+    dense = copy.deepcopy(teacher) if config.select_holdout > 0 else None
     layers, zeros_target = zero_budget(student, target, config.include, config.exclude)
     init_allocation = dict(allocation) if allocation is not None else start_allocation(student, target, config)
     learner.prepare(student, init_allocation, config)
@@ -365,7 +370,7 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     student.eval()
     selection = None
     if holdout is not None:
-        student, selection = _select(student, model, start_alloc, stream, holdout, config, device)
+        student, selection = _select(student, dense, start_alloc, zeros_target, stream, holdout, config, device)
     zeros, total = count_zeros(student)
     final_allocation = {r["layer"]: r["sparsity"] for r in weight_sparsity_table(student) if r["layer"] in layers}
     return SparsifyResult(
@@ -375,15 +380,16 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
         projection_shift=tau, wall_time=time.perf_counter() - start_time, config=config, selection=selection)
 
 
-def _select(student: nn.Module, model: nn.Module, start_alloc: dict[str, float], stream: CalibrationStream,
-            holdout: torch.Tensor, config: Config, device) -> tuple[nn.Module, dict]:
+def _select(student: nn.Module, dense: nn.Module, start_alloc: dict[str, float], zeros_target: int,
+            stream: CalibrationStream, holdout: torch.Tensor, config: Config, device) -> tuple[nn.Module, dict]:
     """Config.select_holdout: return the reconstructed student or the start (its allocation on the dense
     weights, BN re-estimated), whichever has the lower KD loss against the dense model on the held-out images."""
-    start = start_candidate(model, start_alloc, stream, device)
+    start = start_candidate(dense, start_alloc, stream, device)
     distributed.average_buffers_(start)  # BN statistics re-estimated on each rank's own slices
-    candidates = {"reconstructed": student, "start": start}
+    candidates = {"reconstructed": student}
+    if count_zeros(start)[0] == zeros_target:  # only a start with exactly the target's zeros (integer-exact allocations)
+        candidates["start"] = start
     batches = holdout.split(config.batch_size)
-    dense = copy.deepcopy(model).to(device)  # the teacher's BN statistics moved in train mode: judge by the dense model
     scores = {name: teacher_agreement(m, dense, batches, config.temperature, device) for name, m in candidates.items()}
     names = list(candidates)
     choice = torch.tensor([min(range(len(names)), key=lambda i: scores[names[i]]["kd"])], device=device)

@@ -92,3 +92,15 @@ def test_new_options_at_their_defaults_keep_every_older_row_key():
     assert "select_holdout" not in digest and "bn_recalibrate" not in digest
     assert runner.config_digest(Config.quick_cpu(select_holdout=64), model)["select_holdout"] == 64
     assert runner.config_digest(Config.quick_cpu(bn_recalibrate=True), model)["bn_recalibrate"] is True
+
+
+def test_a_start_that_misses_the_exact_count_is_never_returned():
+    from fcpts.allocation import masked_copy
+    from fcpts.masking import prunable_layers
+
+    model, data = make_model("cnn"), CountingImages().x
+    loose = {name: 0.333 for name in prunable_layers(model)}  # per-layer rounding misses round(0.5·N) zeros
+    assert count_zeros(masked_copy(model, loose))[0] != round(0.5 * count_zeros(model)[1])
+    result = sparsify(model, data, 0.5, fast(select_holdout=8), allocation=loose)
+    assert set(result.selection["scores"]) == {"reconstructed"} and result.selection["chosen"] == "reconstructed"
+    assert result.zeros == round(0.5 * result.total)
