@@ -483,9 +483,38 @@ def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) 
     return lines, {}
 
 
+def recipe_section(results: Path = RESULTS) -> tuple[list[str], dict]:
+    """The recipe ablation (``benchmarks/recipe.py``): every variant against FCPTS's start and the released
+    recipe, and whether the kit recipe is ever significantly below its start or below the released recipe."""
+    from benchmarks.recipe import all_variants, markdown
+    from fcpts.notebook import recipe_table
+
+    folder = results / "recipe"
+    if not folder.is_dir():
+        return [], {}
+    summary = recipe_table(folder, all_variants())
+    if summary.empty:
+        return [], {}
+    lines = ["## The quick recipe against its own start (`benchmarks/recipe.py`)", "",
+             "Top-1 (%) with a 95 % interval over seeds and test images; below it the paired differences, in points, "
+             "to FCPTS's start (ERK + BN re-estimation) and to the released recipe: + better, − worse, ≈ within "
+             "noise. Full table and failures: `recipe_ablation.md`.", "", markdown(summary).rstrip()]
+    kit = summary[summary.variant == "kit"]
+    checks = {}
+    if len(kit):
+        below_start = kit[kit.get("vs_start_verdict", pd.Series(dtype=str)) == "−"]
+        below_released = kit[kit.get("vs_released_verdict", pd.Series(dtype=str)) == "−"]
+        checks["kit recipe: never significantly below its start"] = not len(below_start)
+        checks["kit recipe: never significantly below the released recipe"] = not len(below_released)
+        lines += ["", f"- Kit recipe, {len(kit)} target(s) run: significantly below its start at "
+                  f"{len(below_start)}, below the released recipe at {len(below_released)}."]
+    return lines, checks
+
+
 def build_summary(results: Path = RESULTS) -> str:
     sections, checks = [], {}
-    for fn in (quality_section, learners_section, ste_lambda_section, exact_section, speed_section, memory_section):
+    for fn in (quality_section, recipe_section, learners_section, ste_lambda_section, exact_section, speed_section,
+               memory_section):
         lines, ok = fn(results)
         if lines:
             sections.append("\n".join(lines))
