@@ -77,7 +77,8 @@ class Config:
     project: bool = True  # final projection to exactly round(S* N) zeros
     # --- kit safeguard (not in the released code): choose between candidates without labels ---
     select_holdout: int = 0  # > 0: keep this many calibration images out of training; at the end return whichever
-    #   of {reconstructed model, start allocation + BN re-estimation} agrees more with the teacher on them
+    #   of {reconstructed model, start allocation + BN re-estimation} agrees with the dense model's top-1 on more
+    #   of them (a tie goes to the start)
     # --- run ---
     target: float = 0.8  # global sparsity S* over all Conv2d/Linear weights
     seed: int = 0  # one seed: calibration sample, augmentations, KDE subsample, initialisation (ImageNet/CIFAR: also the calib split)

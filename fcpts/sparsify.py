@@ -383,7 +383,8 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
 def _select(student: nn.Module, dense: nn.Module, start_alloc: dict[str, float], zeros_target: int,
             stream: CalibrationStream, holdout: torch.Tensor, config: Config, device) -> tuple[nn.Module, dict]:
     """Config.select_holdout: return the reconstructed student or the start (its allocation on the dense
-    weights, BN re-estimated), whichever has the lower KD loss against the dense model on the held-out images."""
+    weights, BN re-estimated), whichever agrees with the dense model's top-1 on more held-out images; on a tie,
+    the start. The KD loss of each is reported beside."""
     start = start_candidate(dense, start_alloc, stream, device)
     distributed.average_buffers_(start)  # BN statistics re-estimated on each rank's own slices
     candidates = {"reconstructed": student}
@@ -392,7 +393,9 @@ def _select(student: nn.Module, dense: nn.Module, start_alloc: dict[str, float],
     batches = holdout.split(config.batch_size)
     scores = {name: teacher_agreement(m, dense, batches, config.temperature, device) for name, m in candidates.items()}
     names = list(candidates)
-    choice = torch.tensor([min(range(len(names)), key=lambda i: scores[names[i]]["kd"])], device=device)
+    # the reconstruction must earn its place: the most top-1 agreement with the dense model, a tie to the start
+    choice = torch.tensor([max(range(len(names)), key=lambda i: (scores[names[i]]["agreement"], names[i] == "start"))],
+                          device=device)
     distributed.broadcast_([choice])  # rank 0's choice everywhere (the scores agree up to rounding)
     chosen = names[int(choice)]
     return candidates[chosen].eval(), dict(chosen=chosen, holdout=len(holdout), scores=scores)

@@ -265,8 +265,9 @@ print(f"estimated before the runs: {nb.duration(planned)} for {runs} run(s); "
 # The **kit recipe** (`config.with_recipe("kit")`, or `fcpts run --recipe kit`) adds one label-free safeguard:
 # it keeps `select_holdout` = 64 of the calibration images out of the reconstruction. At the end it compares
 # two candidates on those images: the reconstructed model, and the start (ERK masks on the dense weights, then
-# BN re-estimation). It keeps the one whose logits are closer to the dense model's, measured by the KD loss,
-# and reports both scores in `result.selection`. The held-out images are never trained on, so the comparison
+# BN re-estimation). It keeps the one whose top-1 agrees with the dense model's on more of them; on a tie it
+# keeps the start, so the reconstruction has to show that it is better. Both scores (agreement and KD loss)
+# are in `result.selection`. The held-out images are never trained on, so the comparison
 # is honest. It costs one extra pass of BN re-estimation, a few forward passes over 64 images, and 64 fewer
 # images to reconstruct from (448 of 512). The released recipe stays the default:
 # `config.with_recipe("released")` turns the kit recipe's options off again.
