@@ -315,5 +315,8 @@ recipes[[c for c in ("variant", "target", "seeds", "top1", "top1_low", "top1_hig
 # * The released gradient mode keeps the allocation near its ERK start; the straight-through mode lets the
 #   reconstruction loss reshape it. Compare their accuracy above, and in notebook 03 against every other
 #   allocation given the same budget.
+# * On one seed and 360 test images a point is three or four images: read the intervals before the means.
+#   The kit recipe holds out a few calibration images to check, without labels, that the reconstruction
+#   improved on the start; the released recipe stays one flag away (`config.with_recipe("released")`).
 # * Full mode: `papermill notebooks/02_resnet50_allocation.ipynb out.ipynb -f params/full.yaml` with
 #   ImageNet under `data/imagenet` (or `data_root`, or `$IMAGENET_ROOT`).
