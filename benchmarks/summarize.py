@@ -166,7 +166,7 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     expected_baselines = [f"{m} ({t})" for m in ALLOCATION_METHODS for t in TIERS]
     expected_targets = [t for t in EXPECTED_TARGETS if t >= QUALITY_FROM - 1e-9]
     for lab in [default] + [x for x in fcpts_labels if x != default]:
-        beaten, beats, noise, by_means, unpaired, missing = [], [], [], [], 0, 0
+        beaten, beats, noise, by_means, unpaired, missing, means_compared = [], [], [], [], 0, 0, 0
         for t in expected_targets:
             mine = pruned[(pruned.label == lab) & ((pruned.target - t).abs() < 1e-9)]
             for base_label in expected_baselines:
@@ -175,6 +175,7 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
                     missing += 1
                     continue
                 same_model = mine.has_outcomes.all() == other.has_outcomes.all()  # never across dense models
+                means_compared += same_model
                 if same_model and other.top1.mean() > mine.top1.mean() + 1e-12:
                     by_means.append(f"{base_label} at {t:.0%}")
                 found = paired_verdict(mine, other)
@@ -191,7 +192,7 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
                      f"{len(beaten) + len(beats) + len(noise) + unpaired + missing}: beaten by {len(beaten)}, "
                      f"beats {len(beats)}, within noise {len(noise)}"
                      + ("" if complete else f"; not yet paired {unpaired} (no per-image outcomes), missing {missing}")
-                     + f". By means (same dense model only): beaten by {len(by_means)}.")
+                     + f". By means (same dense model only): beaten by {len(by_means)} of {means_compared}.")
         if beaten:
             lines.append(f"  - beaten by: {'; '.join(beaten)}")
         if noise:
