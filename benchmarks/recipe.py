@@ -28,7 +28,8 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks._common import RESULTS, embedded_checkpoint_path, set_threads  # noqa: E402
+from benchmarks._common import RESULTS, set_threads  # noqa: E402
+from benchmarks.quality import _load_model as load_dense_model  # noqa: E402
 from fcpts import Config, runner  # noqa: E402
 
 OUT_DIR = RESULTS / "recipe"
@@ -70,19 +71,10 @@ def csv_path(variant: str, out_dir: Path = OUT_DIR) -> Path:
     return Path(out_dir) / f"{variant}.csv"
 
 
-def _load_model():
-    from fcpts.models import load_embedded_model
-
-    if not embedded_checkpoint_path().exists():
-        raise SystemExit(f"error: no cached embedded checkpoint at {embedded_checkpoint_path()}; "
-                         "run `python -m fcpts train-dense` first")
-    return load_embedded_model(progress=False)[0]
-
-
 def run_recipe(variants, targets=TARGETS, seeds=SEEDS, out_dir: Path = OUT_DIR, reference: Path | None = REFERENCE,
                model=None, data=None, progress: bool = True) -> dict[str, pd.DataFrame]:
     """FCPTS rows of every variant (and, in the base file, the dense model and the start) not yet computed."""
-    model = model if model is not None else _load_model()
+    model = model if model is not None else load_dense_model(allow_train=False)
     tables = {}
     for variant in variants:
         config = variant_config(variant)
