@@ -176,6 +176,10 @@ def test_summary_from_result_files(results):
         assert heading in text
     assert "exact zero count" in text and "FCPTS step / plain masked-KD step" in text
     assert "cnn" in text and "dense" in text
+    # verdicts at every target: below the 70 % target too, each paired comparison counted once
+    default = "**FCPTS (released, histogram) [default]**"
+    assert f"{default} from 70%: paired 0 of 60" in text
+    assert "  - at 50%: paired 1 of 15: " in text.split(default, 1)[1]
     assert not math.isnan(float(len(text)))
 
 
