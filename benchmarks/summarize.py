@@ -141,11 +141,16 @@ def _verdicts_at(pruned: pd.DataFrame, lab: str, baselines: list[str], t: float)
 
 
 def _pooled(found_at: dict, targets: list[float]) -> dict:
+    """The verdicts of ``_verdicts_at`` at several targets, joined: lists concatenated, counts summed."""
     return {k: sum((found_at[t][k] for t in targets), [] if k in VERDICT_LISTS else 0) for k in found_at[targets[0]]}
 
 
+def _paired(v: dict) -> int:
+    return len(v["beaten"]) + len(v["beats"]) + len(v["noise"])
+
+
 def _verdict_lines(head: str, v: dict, bullet: str) -> list[str]:
-    paired = len(v["beaten"]) + len(v["beats"]) + len(v["noise"])
+    paired = _paired(v)
     complete = not v["missing"] and not v["unpaired"]
     lines = [f"{bullet}{head}: paired {paired} of {paired + v['unpaired'] + v['missing']}: beaten by "
              f"{len(v['beaten'])}, beats {len(v['beats'])}, within noise {len(v['noise'])}"
@@ -204,9 +209,9 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     lines += ["", "Tiers: a = masks only (POT: its correction + calibration), b = + BN re-estimation, "
               "c = + FCPTS's reconstruction with the allocation's thresholds frozen.", "",
               f"Against every baseline tier at every target (the target: not beaten from {QUALITY_FROM:.0%}). "
-              "*Paired*: the difference in points on the same test images and seeds, with its 95 % bootstrap interval; \"beats\" or \"beaten\" "
-              "only when the interval excludes 0. *Means* (the earlier rule, for comparison): beaten whenever a "
-              "baseline's mean is higher, counted only between cells of the same dense model.", ""]
+              "*Paired*: the difference in points on the same test images and seeds, with its 95 % bootstrap "
+              "interval; \"beats\" or \"beaten\" only when the interval excludes 0. *Means* (the earlier rule, "
+              "for comparison): beaten whenever a baseline's mean is higher, counted only between cells of the same dense model.", ""]
     from fcpts.baselines import ALLOCATION_METHODS, TIERS
 
     expected_baselines = [f"{m} ({t})" for m in ALLOCATION_METHODS for t in TIERS]
@@ -215,9 +220,8 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
         high = [t for t in EXPECTED_TARGETS if t >= QUALITY_FROM - 1e-9]
         low = [t for t in EXPECTED_TARGETS if t not in high]
         pooled = _pooled(found_at, high)
-        paired = len(pooled["beaten"]) + len(pooled["beats"]) + len(pooled["noise"])
         checks[f"{lab}: not beaten (paired) by any baseline tier from {QUALITY_FROM:.0%}"] = \
-            (None if not paired else not pooled["beaten"], pooled["missing"] + pooled["unpaired"])
+            (not pooled["beaten"] if _paired(pooled) else None, pooled["missing"] + pooled["unpaired"])
         lines += _verdict_lines(f"**{lab}** from {QUALITY_FROM:.0%}", pooled, "- ")
         if low:  # outside the target, but every target gets its verdicts
             lines += _verdict_lines("at " + ", ".join(f"{t:.0%}" for t in low), _pooled(found_at, low), "  - ")
