@@ -116,6 +116,17 @@ def embedded_checkpoint_path() -> Path:
     return DEFAULT_CHECKPOINT_DIR / DenseRecipe().checkpoint_name()
 
 
+def load_dense_model(allow_train: bool = False) -> torch.nn.Module:
+    """The cached embedded dense ResNet-50; trains it only when ``allow_train``."""
+    from fcpts.models import load_embedded_model
+
+    if not embedded_checkpoint_path().exists() and not allow_train:
+        raise SystemExit(f"error: the embedded dense checkpoint {embedded_checkpoint_path()} is not cached; build it "
+                         "first (`python -m fcpts train-dense`) or pass --allow-train")
+    model, _ = load_embedded_model(progress=False)
+    return model
+
+
 def dense_resnet50(source: str = "auto") -> tuple[torch.nn.Module, str]:
     """The embedded dense ResNet-50 (10 classes) and where it came from.
 

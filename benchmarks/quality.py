@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._common import RESULTS, embedded_checkpoint_path, set_threads  # noqa: E402
+from benchmarks._common import RESULTS, embedded_checkpoint_path, load_dense_model, set_threads  # noqa: E402
 from fcpts import Config  # noqa: E402
 from fcpts.config import KIT_RECIPE  # noqa: E402
 from fcpts.baselines import ALLOCATION_METHODS, TIERS  # noqa: E402
@@ -119,16 +119,6 @@ def plan(methods, targets, seeds, tiers) -> dict[str, dict]:
     return jobs
 
 
-def _load_model(allow_train: bool):
-    from fcpts.models import load_embedded_model
-
-    if not embedded_checkpoint_path().exists() and not allow_train:
-        raise SystemExit(f"error: the embedded dense checkpoint {embedded_checkpoint_path()} is not cached; build it "
-                         "first (`python -m fcpts train-dense`) or pass --allow-train")
-    model, _ = load_embedded_model(progress=False)
-    return model
-
-
 def remaining(methods, targets, seeds, tiers, out_dir: Path = RESULTS, hashes: dict[str, dict] | None = None) -> list[dict]:
     """Rows requested but not yet in the variant files (by method/tier/target/seed; config hash if given)."""
     rows = []
@@ -197,7 +187,7 @@ def run_quality(methods=METHODS, targets=TARGETS, seeds=SEEDS, tiers=TIERS, out_
     jobs = plan(methods, targets, seeds, tiers)
     given_model = model
     if model is None:
-        model = _load_model(allow_train)
+        model = load_dense_model(allow_train)
     tables = {}
     for variant, job in jobs.items():
         config = variant_config(variant, base, steps)
@@ -241,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.estimate:
         hashes = None
         if embedded_checkpoint_path().exists():
-            model = _load_model(False)
+            model = load_dense_model(False)
             hashes = {v: config_hashes(variant_config(v, steps=args.steps), model) for v in VARIANTS}
         rows = remaining(methods, args.targets, args.seeds, args.tiers, Path(args.out_dir), hashes)
         est = estimate(rows, Path(args.out_dir), Path(args.reference) if args.reference else REFERENCE)

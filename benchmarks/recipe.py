@@ -28,8 +28,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks._common import RESULTS, set_threads  # noqa: E402
-from benchmarks.quality import _load_model as load_dense_model  # noqa: E402
+from benchmarks._common import RESULTS, load_dense_model, set_threads  # noqa: E402
 from fcpts import Config, runner  # noqa: E402
 
 OUT_DIR = RESULTS / "recipe"

@@ -23,8 +23,8 @@ if str(ROOT) not in sys.path:
 
 import pandas as pd  # noqa: E402
 
-from benchmarks._common import RESULTS, set_threads  # noqa: E402
-from benchmarks.quality import _load_model, config_hashes, csv_path, import_reference, variant_config  # noqa: E402
+from benchmarks._common import RESULTS, load_dense_model, set_threads  # noqa: E402
+from benchmarks.quality import config_hashes, csv_path, import_reference, variant_config  # noqa: E402
 from fcpts import runner  # noqa: E402
 
 LAMS = (1.0, 10.0, 100.0)
@@ -39,7 +39,7 @@ def run_ste_lambda(lams=LAMS, targets=(0.8,), seeds=(0,), bridge: str = "histogr
                    progress: bool = True) -> pd.DataFrame:
     """FCPTS (STE) for every λ × target × seed not yet computed; returns all rows with a ``lam`` column."""
     given = model
-    model = model if model is not None else _load_model(allow_train)
+    model = model if model is not None else load_dense_model(allow_train)
     tables = []
     for lam in lams:
         if lam < 0:

@@ -135,7 +135,7 @@ def _verdicts_at(pruned: pd.DataFrame, lab: str, baselines: list[str], t: float)
             out["unpaired"] += 1
             continue
         d, n = found
-        text = f"{base_label} at {t:.0%} ({100 * d.estimate:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}], n={n})"
+        text = f"{base_label} at {t:.0%} ({d.signed()}, n={n})"
         out["beaten" if d.high < 0 else "beats" if d.low > 0 else "noise"].append(text)
     return out
 
@@ -211,7 +211,8 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
               f"Against every baseline tier at every target (the target: not beaten from {QUALITY_FROM:.0%}). "
               "*Paired*: the difference in points on the same test images and seeds, with its 95 % bootstrap "
               "interval; \"beats\" or \"beaten\" only when the interval excludes 0. *Means* (the earlier rule, "
-              "for comparison): beaten whenever a baseline's mean is higher, counted only between cells of the same dense model.", ""]
+              "for comparison): beaten whenever a baseline's mean is higher, counted only between cells of the "
+              "same dense model.", ""]
     from fcpts.baselines import ALLOCATION_METHODS, TIERS
 
     expected_baselines = [f"{m} ({t})" for m in ALLOCATION_METHODS for t in TIERS]

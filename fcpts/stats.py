@@ -52,6 +52,10 @@ class Interval:
         """'97.8 [96.9, 98.6]' in percentage points."""
         return f"{100 * self.estimate:.1f} [{100 * self.low:.1f}, {100 * self.high:.1f}]"
 
+    def signed(self) -> str:
+        """'+0.3 [-1.4, +0.8]': a difference in percentage points."""
+        return f"{100 * self.estimate:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+
 
 def _matrix(outcomes) -> np.ndarray:
     m = np.atleast_2d(np.asarray(outcomes, dtype=float))
@@ -108,5 +112,4 @@ def verdict(name_a: str, name_b: str, difference: Interval) -> str:
         return f"{name_a} beats {name_b} by {100 * d.estimate:.1f} points [{100 * d.low:.1f}, {100 * d.high:.1f}]"
     if d.high < 0:
         return f"{name_b} beats {name_a} by {-100 * d.estimate:.1f} points [{-100 * d.high:.1f}, {-100 * d.low:.1f}]"
-    return (f"{name_a} and {name_b}: within noise ({100 * d.estimate:+.1f} points "
-            f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}])")
+    return f"{name_a} and {name_b}: within noise ({d.signed().replace(' [', ' points [', 1)})"
