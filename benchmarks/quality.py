@@ -85,11 +85,13 @@ def csv_path(variant: str, out_dir: str | Path = RESULTS) -> Path:
 
 
 def config_hashes(config: Config, model: torch.nn.Module, pot_config: PotConfig | None = None) -> dict[str, str]:
-    """The runner's row hashes for ``config`` (base rows) and POT tiers a/b, computed the runner's way."""
+    """The runner's row hashes for ``config``: ``base`` (dense, tiers a/b), ``loop`` (FCPTS and tier c: the rows
+    that run the reconstruction loop) and ``pot`` (POT tiers a/b), computed the runner's way."""
     base = runner.config_digest(config, model.eval())
     pot = PotConfig(device=config.device, progress=False) if pot_config is None else pot_config
     pot_dict = {k: v for k, v in pot.to_dict().items() if k not in ("seed", "device", "progress")}
-    return dict(base=runner._fingerprint(base), pot=runner._fingerprint({**base, "pot": pot_dict}))
+    return dict(base=runner.row_hash(base, config, False), loop=runner.row_hash(base, config, True),
+                pot=runner.row_hash(base, config, False, {"pot": pot_dict}))
 
 
 def import_reference(path: Path, reference: Path, hashes: set[str], methods: set[str] | None = None) -> int:
@@ -133,7 +135,8 @@ def remaining(methods, targets, seeds, tiers, out_dir: Path = RESULTS, hashes: d
             key = (method, tier, f"{float(target):.6f}", int(seed))
             if wanted_hashes is None:
                 return key not in have_any
-            return key + (wanted_hashes["pot" if pot else "base"],) not in have
+            kind = "pot" if pot else "loop" if method == "fcpts" or tier == "c" else "base"
+            return key + (wanted_hashes[kind],) not in have
 
         for seed in seeds:
             if job["dense"] and missing("dense", runner.NONE, 0.0, seed):
@@ -195,9 +198,9 @@ def run_quality(methods=METHODS, targets=TARGETS, seeds=SEEDS, tiers=TIERS, out_
         if reference is not None:
             hashes = config_hashes(config, model, pot_config)
             wanted = {"fcpts"} if variant != BASE else None
-            copied = import_reference(path, Path(reference), {hashes["base"], hashes["pot"]}, wanted)
+            copied = import_reference(path, Path(reference), {hashes["base"], hashes["loop"], hashes["pot"]}, wanted)
             if variant == "kit":  # the same config as benchmarks/recipe.py's kit rows: never compute them twice
-                copied += import_reference(path, KIT_TABLE, {hashes["base"]}, {"fcpts"})
+                copied += import_reference(path, KIT_TABLE, {hashes["loop"]}, {"fcpts"})
             if copied and progress:
                 print(f"[quality] {variant}: {copied} row(s) copied from {reference}", file=sys.stderr)
         tic = time.perf_counter()

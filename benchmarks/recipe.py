@@ -79,7 +79,7 @@ def run_recipe(variants, targets=TARGETS, seeds=SEEDS, out_dir: Path = OUT_DIR, 
         config = variant_config(variant)
         path = csv_path(variant, out_dir)
         if reference is not None and Path(reference).exists():
-            digest = runner._fingerprint(runner.config_digest(config, model))
+            digest = runner.row_hash(runner.config_digest(config, model), config, reconstructs=True)
             before = len(runner.read_table(path))
             merged = runner.merge_tables(path, [reference], where=lambda r: r["method"] == "fcpts"
                                          and r["config_hash"] == digest and float(r["target"]) in targets

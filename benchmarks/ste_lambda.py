@@ -48,7 +48,7 @@ def run_ste_lambda(lams=LAMS, targets=(0.8,), seeds=(0,), bridge: str = "histogr
         path = lambda_csv(lam, bridge, out_dir)
         quality_file = csv_path(f"ste-{bridge}", out_dir)
         if quality_file.exists():  # the λ = 1 rows of the quality benchmark, same config hash
-            import_reference(path, quality_file, {config_hashes(config, model)["base"]}, {"fcpts"})
+            import_reference(path, quality_file, {config_hashes(config, model)["loop"]}, {"fcpts"})
         table = runner.run_comparison(config, methods=[], targets=targets, seeds=seeds, out_csv=path, tiers=[],
                                       fcpts=True, dense=False, schedules=(), model=given, data=data,
                                       json_path=True, progress=progress)

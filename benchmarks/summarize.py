@@ -27,6 +27,12 @@ TARGET_DENSE_GAP = 0.02  # FCPTS within 2 points of dense at 0.9
 QUALITY_FROM = 0.7  # FCPTS >= every baseline tier at every target from here up
 EXPECTED_TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
 
+# Rows that ran the reconstruction loop before the released lr schedule and start became the default (their
+# ``loop`` column says "legacy: ..."): labelled apart, never pooled with rows of the current loop.
+LEGACY_MARK = " ‡"
+LEGACY_NOTE = ("‡ = computed with the kit's earlier loop: the lr ramp base·(i+1)/W then a cosine over the remaining "
+               "steps, and the exact-count ERK start with its 1e-6 threshold clamp (the `loop` column says "
+               "\"legacy: ramp_then_cosine/exact\"); unmarked FCPTS and tier c rows use the released schedule and start.")
 VARIANT_LABELS = {"released-histogram": "FCPTS (released, histogram) [default]",
                   "released-kde": "FCPTS (released, KDE)", "ste-histogram": "FCPTS (STE, histogram)",
                   "ste-kde": "FCPTS (STE, KDE)", "kit": "FCPTS (kit recipe: released + held-out selection)"}
@@ -73,14 +79,21 @@ def quality_table(results: Path = RESULTS) -> pd.DataFrame:
     table = pd.concat(frames, ignore_index=True)
 
     def label(r):
+        mark = LEGACY_MARK if is_legacy(r) else ""
         if r["method"] == "fcpts":
-            return VARIANT_LABELS.get(r["variant"], f"FCPTS ({r['variant']})")
+            return VARIANT_LABELS.get(r["variant"], f"FCPTS ({r['variant']})") + mark
         if r["method"] == "dense":
             return "dense"
-        return f"{r['method']} ({r['tier']})"
+        return f"{r['method']} ({r['tier']})" + mark
 
     table["label"] = table.apply(label, axis=1)
     return table
+
+
+def is_legacy(row) -> bool:
+    """Whether a runner row ran the earlier reconstruction loop (its ``loop`` column starts with "legacy")."""
+    loop = row.get("loop", None) if hasattr(row, "get") else None
+    return isinstance(loop, str) and loop.startswith("legacy")
 
 
 def current_cells(table: pd.DataFrame) -> pd.DataFrame:
@@ -120,9 +133,14 @@ def _verdicts_at(pruned: pd.DataFrame, lab: str, baselines: list[str], t: float)
     """FCPTS label ``lab`` against every baseline label at target ``t``: paired verdict texts by kind, the
     comparisons by means (same dense model only), and the counts of unpaired and missing cells."""
     out = {k: [] for k in VERDICT_LISTS} | {"unpaired": 0, "missing": 0, "compared": 0}
-    mine = pruned[(pruned.label == lab) & ((pruned.target - t).abs() < 1e-9)]
-    for base_label in baselines:
-        other = pruned[(pruned.label == base_label) & ((pruned.target - t).abs() < 1e-9)]
+    at = (pruned.target - t).abs() < 1e-9
+    mine = pruned[(pruned.label == lab) & at]
+    legacy = lab.endswith(LEGACY_MARK)
+    for name in baselines:
+        # a tier c baseline of the same loop as ``lab`` where there is one at this target, else the other loop's
+        same, other_loop = (name + LEGACY_MARK, name) if legacy else (name, name + LEGACY_MARK)
+        base_label = same if ((pruned.label == same) & at).any() else other_loop
+        other = pruned[(pruned.label == base_label) & at]
         if mine.empty or other.empty:
             out["missing"] += 1
             continue
@@ -202,6 +220,8 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
                 cells.append(f"{_fmt(part.top1.mean(), 1, True)}{spread} (n={len(part)})†")
         rows.append(cells)
     lines += _table(["method (tier)"] + [f"{t:.0%}" for t in targets], rows)
+    if pruned.label.str.endswith(LEGACY_MARK).any():
+        lines += ["", LEGACY_NOTE]
     # --- the targets: paired verdicts against every baseline tier ---
     checks: dict = {}
     default = VARIANT_LABELS["released-histogram"]
@@ -238,6 +258,55 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     seeds = sorted(table.seed.unique())
     lines += ["", f"Seeds run: {', '.join(str(int(s)) for s in seeds)}; rows shown: {len(table)}."]
     return lines, checks
+
+
+LOOP_VARIANTS = ("released-histogram", "kit")  # the FCPTS variants recomputed with the released schedule and start
+
+
+def loop_effect(results: Path = RESULTS) -> pd.DataFrame:
+    """Per FCPTS variant and target: the released schedule and start (current rows) against the kit's earlier loop
+    (‡ rows) on the same seeds and test images: both cells' top-1 with intervals and the paired difference."""
+    from fcpts.runner import outcome_matrix, paired_over_seeds
+    from fcpts.stats import bootstrap_interval
+
+    table = quality_table(results)
+    if table.empty:
+        return pd.DataFrame()
+    rows = []
+    for variant in LOOP_VARIANTS:
+        fc = table[(table.method == "fcpts") & (table.variant == variant) & table.has_outcomes]
+        for t in EXPECTED_TARGETS:
+            cell = fc[(fc.target - t).abs() < 1e-9]
+            legacy = cell.apply(is_legacy, axis=1) if len(cell) else pd.Series(dtype=bool)
+            new, old = cell[~legacy], cell[legacy]
+            found = None if new.empty or old.empty else paired_over_seeds(
+                new.path.iloc[0], new.sort_values("seed"), old.path.iloc[0], old.sort_values("seed"))
+            if found is None:
+                continue
+            d, seeds = found
+            pick = lambda part: part[part.seed.isin(seeds)].drop_duplicates("seed", keep="last").sort_values("seed")
+            now, before = (bootstrap_interval(outcome_matrix(p.path.iloc[0], pick(p))) for p in (new, old))
+            rows.append(dict(variant=variant, target=t, seeds=len(seeds), released=now, earlier=before, difference=d,
+                             verdict="better" if d.low > 0 else "worse" if d.high < 0 else "within noise"))
+    return pd.DataFrame(rows)
+
+
+def loop_section(results: Path = RESULTS) -> tuple[list[str], dict]:
+    effect = loop_effect(results)
+    if effect.empty:
+        return [], {}
+    lines = ["## The released lr schedule and start against the kit's earlier loop", "",
+             "FCPTS with `lr_schedule=\"released\"` and `init_rounding=\"released\"` (the defaults now) against the same "
+             "recipe with the earlier loop (‡: ramp then cosine, exact-count start with a 1e-6 clamp), on the same "
+             "seeds and test images. Top-1 (%) with 95 % intervals; the difference in points (released − earlier) "
+             "with its paired interval.", ""]
+    rows = [[VARIANT_LABELS[r.variant], f"{r.target:.0%}", r.seeds, r.released.points(), r.earlier.points(),
+             r.difference.signed(), r.verdict] for r in effect.itertuples()]
+    lines += _table(["FCPTS", "target", "n", "released loop", "earlier loop ‡", "difference", "verdict"], rows)
+    counts = effect.verdict.value_counts()
+    lines += ["", f"Of {len(effect)} cells: better {counts.get('better', 0)}, worse {counts.get('worse', 0)}, "
+              f"within noise {counts.get('within noise', 0)}."]
+    return lines, {}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -478,7 +547,9 @@ def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) 
                       f"`{table_path.relative_to(ROOT) if table_path.is_relative_to(ROOT) else table_path}` "
                       "(the runner, embedded default"
                       + (f", dense top-1 {100 * dense.top1.iloc[-1]:.2f} %" if len(dense) else "") + "). "
-                      "Cells: mean ± std over the seeds (n), and top-1's 95 % interval over seeds and test images "
+                      + ("Every learner row ran the kit's earlier loop (‡: ramp then cosine, exact-count start). "
+                         if table[table.method != "dense"].apply(is_legacy, axis=1).all() else "")
+                      + "Cells: mean ± std over the seeds (n), and top-1's 95 % interval over seeds and test images "
                       "where the rows kept per-image outcomes; S before = the sparsity of the method's own masks "
                       "before the kit's exact projection; top-1 after it.", ""]
             rows = []
@@ -526,6 +597,8 @@ def recipe_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     if summary.empty:
         return [], {}
     lines = ["## The quick recipe against its own start (`benchmarks/recipe.py`)", "",
+             "Every row of this ablation ran the kit's earlier loop (‡: ramp then cosine, exact-count start); the "
+             "released schedule and start are compared with it in the section above.", "",
              "Top-1 (%) with a 95 % interval over seeds and test images; below it the paired differences, in points, "
              "to FCPTS's start (ERK + BN re-estimation) and to the released recipe: + better, − worse, ≈ within "
              "noise. Full table and failures: `recipe_ablation.md`.", "", markdown(summary).rstrip()]
@@ -543,8 +616,8 @@ def recipe_section(results: Path = RESULTS) -> tuple[list[str], dict]:
 
 def build_summary(results: Path = RESULTS) -> str:
     sections, checks = [], {}
-    for fn in (quality_section, recipe_section, learners_section, ste_lambda_section, exact_section, speed_section,
-               memory_section):
+    for fn in (quality_section, loop_section, recipe_section, learners_section, ste_lambda_section, exact_section,
+               speed_section, memory_section):
         lines, ok = fn(results)
         if lines:
             sections.append("\n".join(lines))

@@ -22,6 +22,8 @@ _CHOICES = {
     "kde_bandwidth": ("silverman", "scott"),
     "objective": ("abs", "pow2"),
     "init": ("erk", "uniform"),
+    "init_rounding": ("released", "exact"),
+    "lr_schedule": ("released", "ramp_then_cosine"),
     "bn_mode": ("train", "eval"),
 }
 
@@ -57,17 +59,23 @@ class Config:
     # --- initialisation ---
     init: str = "erk"  # thresholds start at the ERK allocation (or "uniform")
     erk_gamma: float = 1.0
+    init_rounding: str = "released"  # released: floor(S*·n_l) zeros per layer in the ERK budget, k = int(S_l·n_l),
+    #   min|w| when k = 0, the threshold's logit in float32 floored at -30; "exact": largest-remainder counts that add
+    #   up to round(S*·N) (the kit's earlier start). Either way a layer ERK makes dense keeps every weight.
     # --- reconstruction ---
     temperature: float = 4.0  # KD temperature; loss scaled by T^2
     block_mse_weight: float = 0.0  # > 0 adds MSE on block outputs (residual blocks by default)
     block_patterns: tuple[str, ...] = ()  # which modules' outputs feed the MSE; empty = residual blocks
-    # --- optimisation (SGD, cosine with linear warm-up) ---
+    # --- optimisation (SGD, cosine with linear warm-up: fcpts.sparsify.lr_at) ---
     steps: int = 1600
     batch_size: int = 64
     base_lr: float = 0.04  # per 256 images: lr = base_lr * batch_size / 256
     momentum: float = 0.9
     weight_decay: float = 3e-4  # on weights, biases and BN; never on thresholds
     warmup_steps: int = -1  # -1: one pass over the calibration set
+    lr_schedule: str = "released"  # released: timm's CosineLRScheduler stepped after each optimizer step (steps 0
+    #   and 1 at lr 0, the ramp one step late, the cosine over the whole run); "ramp_then_cosine": the kit's earlier
+    #   schedule (ramp base·(i+1)/W, then a cosine over the remaining steps)
     grad_clip: float = 0.0  # > 0: clip the global gradient norm (the released code does not)
     bn_mode: str = "train"  # released: student and teacher in train mode; "eval": frozen BN + re-estimation
     bn_recalibration_batches: int = 16  # batches for BN re-estimation after "eval"-mode training

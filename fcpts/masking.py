@@ -19,6 +19,8 @@ from .bridge import Bridge
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 _EPS = 1e-6
+_TINY = 1e-30  # the smallest threshold the sigmoid parameterisation is set to: its logit (-69) stays finite in float32
+RELEASED_MIN_SCORE = -30.0  # the released start floors every threshold's logit here
 
 
 def _matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
@@ -67,8 +69,9 @@ class ThresholdMask(nn.Module):
     r a linear ramp of width ``window * rms(w0)`` around t, so the reconstruction loss reaches t (and w).
     """
 
-    def __init__(self, weight: torch.Tensor, threshold: float, parameterization: str = "sigmoid",
-                 gradient: str = "released", window: float = 0.5, bridge: Bridge | None = None):
+    def __init__(self, weight: torch.Tensor, threshold: float | None, parameterization: str = "sigmoid",
+                 gradient: str = "released", window: float = 0.5, bridge: Bridge | None = None,
+                 score: torch.Tensor | None = None):
         super().__init__()
         if parameterization not in ("sigmoid", "scaled"):
             raise ValueError(f"unknown parameterization {parameterization!r}; use 'sigmoid' or 'scaled'")
@@ -78,7 +81,11 @@ class ThresholdMask(nn.Module):
         rms = weight.detach().float().pow(2).mean().sqrt().clamp_min(_EPS)
         self.register_buffer("scale", rms)
         self.score = nn.Parameter(torch.zeros((), dtype=weight.dtype, device=weight.device))
-        self.set_threshold(threshold)
+        if score is not None:  # a raw score computed elsewhere (the released start: ``released_start_score``)
+            with torch.no_grad():
+                self.score.fill_(score.to(self.score.dtype))
+        else:
+            self.set_threshold(threshold)
         self.bridge = bridge or Bridge(weight.numel())
 
     # --- threshold <-> raw score ---
@@ -90,8 +97,9 @@ class ThresholdMask(nn.Module):
     @torch.no_grad()
     def set_threshold(self, value: float) -> None:
         if self.parameterization == "sigmoid":
-            # The released parameterisation cannot express t >= 1 (or 0): guard the logit.
-            t = min(max(float(value), _EPS), 1 - _EPS)
+            # The released parameterisation cannot express t >= 1 (or 0): guard the logit. The floor is tiny so
+            # that a threshold set below a layer's smallest |w| (nothing pruned) stays below it.
+            t = min(max(float(value), _TINY), 1 - _EPS)
             self.score.fill_(math.log(t / (1 - t)))
         else:
             ratio = max(float(value) / float(self.scale), _EPS)
@@ -144,14 +152,19 @@ class LayerInfo:
 class ThresholdSparsifier:
     """Holds the thresholds of one model: prepare, global sparsity, projection, squash, report.
 
-    ``allocation`` is the ``{layer name: sparsity}`` the thresholds start from; each threshold is set to the
-    k-th smallest |w| of its layer, k = round(S_l * n_l).
+    ``allocation`` is the ``{layer name: sparsity}`` the thresholds start from. ``rounding="exact"``: each
+    threshold is the k-th smallest |w| of its layer, k = round(S_l * n_l) (just below the smallest |w| when
+    k = 0). ``rounding="released"``: the released code's rule (``released_start_score``): k = int(S_l * n_l),
+    the logit in float32 floored at -30. Either way a layer with k = 0 keeps every weight.
     """
 
     def __init__(self, model: nn.Module, allocation: dict[str, float], include=("*",), exclude=(),
                  parameterization: str = "sigmoid", gradient: str = "released", window: float = 0.5,
                  bridge: str = "histogram", bins: int = 100, kde_max_samples: int = 65536,
-                 kde_bandwidth: str = "silverman", seed: int = 0, histogram_max_samples: int = 0):
+                 kde_bandwidth: str = "silverman", seed: int = 0, histogram_max_samples: int = 0,
+                 rounding: str = "exact"):
+        if rounding not in ("exact", "released"):
+            raise ValueError(f"unknown rounding {rounding!r}; use 'exact' or 'released'")
         self.model = model
         self.layers = prunable_layers(model, include, exclude)
         every = all_weight_layers(model)
@@ -162,10 +175,14 @@ class ThresholdSparsifier:
             raise ValueError(f"allocation has no sparsity for layer(s): {', '.join(sorted(missing))}")
         for i, (name, module) in enumerate(self.layers.items()):
             w = module.weight.detach()
-            threshold = kth_smallest_abs(w, allocation[name])
             layer_bridge = Bridge(w.numel(), bridge, bins, kde_max_samples, kde_bandwidth, seed=seed + i,
                                   histogram_max_samples=histogram_max_samples)
-            mask = ThresholdMask(w, threshold, parameterization, gradient, window, layer_bridge)
+            if rounding == "released" and parameterization == "sigmoid":
+                mask = ThresholdMask(w, None, parameterization, gradient, window, layer_bridge,
+                                     score=released_start_score(w, allocation[name]))
+            else:
+                threshold = kth_smallest_abs(w, allocation[name], "int" if rounding == "released" else "round")
+                mask = ThresholdMask(w, threshold, parameterization, gradient, window, layer_bridge)
             parametrize.register_parametrization(module, "weight", mask, unsafe=True)
 
     @classmethod
@@ -173,7 +190,8 @@ class ThresholdSparsifier:
         """Thresholds with every setting taken from one ``fcpts.Config`` (what ``fcpts.sparsify`` uses)."""
         return cls(model, allocation, config.include, config.exclude, config.parameterization, config.gradient,
                    config.ste_window, config.bridge, config.histogram_bins, config.kde_max_samples,
-                   config.kde_bandwidth, seed=config.seed, histogram_max_samples=config.histogram_max_samples)
+                   config.kde_bandwidth, seed=config.seed, histogram_max_samples=config.histogram_max_samples,
+                   rounding=config.init_rounding)
 
     def masks(self) -> dict[str, ThresholdMask]:
         return {n: m.parametrizations.weight[0] for n, m in self.layers.items()}
@@ -233,16 +251,48 @@ def unparametrize(module: nn.Module, leave_parametrized: bool) -> None:
     module.weight.requires_grad_(True)
 
 
-def kth_smallest_abs(weight: torch.Tensor, sparsity: float) -> float:
-    """The threshold that prunes round(sparsity * n) weights of ``weight``: its k-th smallest |w|.
+def kth_smallest_abs(weight: torch.Tensor, sparsity: float, count: str = "round") -> float:
+    """The threshold that prunes k weights of ``weight``: its k-th smallest |w|, k = round(sparsity * n) (or
+    int(sparsity * n) with ``count="int"``, the released rule).
 
     For k = 0 the threshold sits just below the smallest |w| (nothing pruned).
     """
     flat = weight.detach().abs().flatten().float()
-    k = int(round(float(sparsity) * flat.numel()))
+    k = int(round(float(sparsity) * flat.numel())) if count == "round" else int(float(sparsity) * flat.numel())
     if k <= 0:
         return float(flat.min()) * 0.5
     return float(torch.kthvalue(flat.cpu(), min(k, flat.numel())).values)
+
+
+@torch.no_grad()
+def released_start_score(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """The released code's starting score s (t = sigmoid(s)) for a layer at ``sparsity`` (its
+    ``update_score_str_per_layer_v1_using_table``): k = int(S·n); t = the k-th smallest |w|, or min|w| when k = 0;
+    s = logit(t) in float32, floored at -30 (and capped below t = 1, which the sigmoid cannot express).
+
+    One difference, kept on purpose: the released mask gives a weight exactly at the threshold the value 0.5,
+    the kit's mask is strict (|w| > t). So where k = 0 the score is lowered until t is strictly below the layer's
+    smallest non-zero |w|, past the floor if it must: a layer the start keeps dense keeps every weight.
+    """
+    flat = weight.detach().abs().flatten().float().cpu()
+    k = int(float(sparsity) * flat.numel())
+    t = torch.kthvalue(flat, min(k, flat.numel())).values if k > 0 else flat.min()
+    t = t.clamp(max=1.0 - 2.0 ** -24)
+    score = torch.logit(t).clamp(min=RELEASED_MIN_SCORE)  # logit(0) = -inf: the floor
+    if k > 0:
+        return score
+    nonzero = flat[flat > 0]
+    if nonzero.numel() == 0:
+        return score
+    smallest = nonzero.min()
+    for _ in range(8):  # float32 logit -> sigmoid may come back an ulp or two high
+        if torch.sigmoid(score) < smallest:
+            return score
+        score = torch.nextafter(score, torch.tensor(-math.inf))
+    # below the floor (|w| < sigmoid(-30) = 9.4e-14): the logit of a value just under the smallest weight
+    score = torch.tensor(math.log(float(smallest) * (1 - 1e-6)) - math.log1p(-float(smallest) * (1 - 1e-6)),
+                         dtype=torch.float32)
+    return score if torch.sigmoid(score) < smallest else torch.logit(smallest * 0.5)
 
 
 def weight_sparsity_table(model: nn.Module) -> list[dict]:

@@ -88,6 +88,10 @@ class Method:
     config_overrides: dict = field(default_factory=dict)  # Config fields this method changes (FCPTS variants)
     scheduled: bool = True  # training family: one row per sparsity schedule (False: dynamic sparse training)
 
+    def reconstructs(self, tier: str) -> bool:
+        """Whether this method's row in ``tier`` runs the shared reconstruction loop (``learn_allocation``)."""
+        return self.family == "learner" or (self.family == "allocation" and tier == "c")
+
     def settings(self, ctx: RunContext, spec: RunSpec) -> dict | None:
         """What changes this row's numbers beyond the Config and the dense model (None: nothing)."""
         if self.family == "allocation" and self.name == "pot" and spec.tier != "c":

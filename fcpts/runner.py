@@ -60,13 +60,20 @@ KEY = ("method", "tier", "schedule", "target", "seed", "config_hash")
 COLUMNS = ("method", "tier", "schedule", "target", "seed", "achieved_sparsity", "top1", "top5", "wall_time",
            "steps", "zeros", "total", "n_test", "start", "sparsity_before_projection", "allocation_drift", "dataset",
            "model",
-           "config_hash", "finished_at", "selected")
+           "config_hash", "finished_at", "selected", "loop")
 # Config fields that change no number of a row (display, hardware) or that are row keys already.
 _NOT_HASHED = ("target", "seed", "progress", "device", "num_workers", "out_dir", "layer_log_every",
                "eval_batch_size")
-# Config fields added after rows were first committed: hashed only when they differ from their default, so
-# every older row keeps its key (and is not recomputed) while a row that uses the new option gets a new one.
-_HASHED_WHEN_SET = ("bn_recalibrate", "select_holdout")
+# Config fields added after rows were first committed, with the value every older row was computed with: hashed
+# only when they differ from it, so every older row keeps its key (and is not recomputed) while a row computed
+# any other way gets a new one.
+_LEGACY_VALUES = {"bn_recalibrate": False, "select_holdout": 0}
+# Fields of the reconstruction loop only, added when the released lr schedule and start became the default:
+# always hashed for the rows that run the loop (learners, tier c), never for the others, so a tier a/b or
+# training row keeps its key whatever the loop does, and no loop row computed since can take the key of one
+# computed before (those ran the earlier schedule and start, with the start's 1e-6 threshold clamp).
+LOOP_FIELDS = ("lr_schedule", "init_rounding")
+LEGACY_LOOP = "legacy: ramp_then_cosine/exact"  # the ``loop`` label of the rows computed before these fields
 
 
 def default_finetune(steps: int = 150) -> PruneTrainConfig:
@@ -92,12 +99,28 @@ def model_fingerprint(model: nn.Module) -> str:
 
 def config_digest(config: Config, model: nn.Module) -> dict[str, Any]:
     """What a row's ``config_hash`` fingerprints besides the method's own settings: the Config (minus
-    ``_NOT_HASHED`` and unset ``_HASHED_WHEN_SET`` fields) and the dense model's weights."""
-    defaults = Config.quick_cpu()
+    ``_NOT_HASHED``, the loop's own fields and fields at their ``_LEGACY_VALUES``) and the dense model's weights."""
     values = {k: v for k, v in config.to_dict().items()
-              if k not in _NOT_HASHED and not (k in _HASHED_WHEN_SET and v == getattr(defaults, k))}
+              if k not in _NOT_HASHED and k not in LOOP_FIELDS
+              and not (k in _LEGACY_VALUES and v == _LEGACY_VALUES[k])}
     values["model_id"] = model_fingerprint(model)
     return values
+
+
+def loop_digest(config: Config) -> dict[str, Any]:
+    """The reconstruction loop's own fields, hashed for the rows that run it."""
+    return {k: getattr(config, k) for k in LOOP_FIELDS}
+
+
+def row_hash(base: dict[str, Any], config: Config, reconstructs: bool, settings: dict | None = None) -> str:
+    """A row's ``config_hash``: ``base`` (``config_digest``), the loop's fields for a row that runs the loop,
+    and the method's own ``settings``."""
+    return _fingerprint({**base, **(loop_digest(config) if reconstructs else {}), **(settings or {})})
+
+
+def loop_recipe(config: Config) -> str:
+    """How a loop row was run, for the table's ``loop`` column: "<lr_schedule>/<init_rounding>"."""
+    return f"{config.lr_schedule}/{config.init_rounding}"
 
 
 def _target_key(value: Any) -> str:
@@ -115,7 +138,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=list(COLUMNS))
     return pd.read_csv(path, dtype={"method": str, "tier": str, "schedule": str, "config_hash": str,
-                                    "start": str, "selected": str}, keep_default_na=False, na_values=[""])
+                                    "start": str, "selected": str, "loop": str}, keep_default_na=False,
+                       na_values=[""])
 
 
 def _write_atomic(text: str, path: Path) -> None:
@@ -138,6 +162,28 @@ def write_table(table: pd.DataFrame, csv_path: Path, json_path: Path | None) -> 
     _write_atomic(table.to_csv(index=False), csv_path)
     if json_path is not None:
         _write_atomic(table.to_json(orient="records", indent=1), json_path)
+
+
+def label_loop_rows(csv_path: str | os.PathLike) -> int:
+    """Fill the ``loop`` column of a table written before it existed: ``LEGACY_LOOP`` for the rows that ran the
+    reconstruction loop (they all used the earlier schedule and exact start with its 1e-6 clamp), "-" for the others. Rows that have a value
+    keep it; keys are unchanged; the JSON copy is rewritten where there is one. Returns how many rows were labelled."""
+    csv_path = Path(csv_path)
+    table = read_table(csv_path)
+    if "loop" not in table.columns:
+        table["loop"] = pd.NA
+    empty = table["loop"].isna()
+    if not empty.any():
+        return 0
+    table["loop"] = table["loop"].astype(object)
+    for i in table.index[empty]:
+        method = METHODS.get(str(table.at[i, "method"]))
+        reconstructs = method is not None and method.reconstructs(str(table.at[i, "tier"]))
+        table.at[i, "loop"] = LEGACY_LOOP if reconstructs else NONE
+    columns = [c for c in COLUMNS if c in table.columns] + [c for c in table.columns if c not in COLUMNS]
+    json_copy = csv_path.with_suffix(".json")
+    write_table(table[columns], csv_path, json_copy if json_copy.exists() else None)
+    return int(empty.sum())
 
 
 def merge_tables(out: str | os.PathLike, sources: Iterable[str | os.PathLike], json_path: bool = True,
@@ -308,9 +354,8 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
             for target in ([0.0] if method.family == "dense" else targets):
                 for tier, schedule, start in variants(method, tiers, schedules, starts):
                     spec = RunSpec(name, tier, schedule, target, seed, start)
-                    settings = method.settings(ctx, spec)
-                    jobs.append(Job(spec, _fingerprint(base if settings is None else {**base, **settings}),
-                                    phase(method, tier)))
+                    job_hash = row_hash(base, config, method.reconstructs(tier), method.settings(ctx, spec))
+                    jobs.append(Job(spec, job_hash, phase(method, tier)))
 
     if shard is not None:
         index, count = shard
@@ -345,7 +390,8 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] = ALLOCA
                    sparsity_before_projection=info.get("sparsity_before_projection", math.nan),
                    allocation_drift=info.get("allocation_drift", math.nan),
                    dataset=getattr(b, "name", config.dataset), model=model_name, config_hash=job.config_hash,
-                   finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"), selected=info.get("selected", NONE))
+                   finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"), selected=info.get("selected", NONE),
+                   loop=loop_recipe(config) if METHODS[spec.method].reconstructs(spec.tier) else NONE)
         if any(k in info for k in SIDE_INFO):  # side tables first: a row in the main table always has them
             write_side_rows(csv_path, row, info)
         table = pd.concat([table, pd.DataFrame([row], columns=list(COLUMNS))], ignore_index=True) if len(table) \
@@ -482,7 +528,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="compute only part I of N (0-based) of the requested rows; join the parts with --merge")
     parser.add_argument("--merge", nargs="+", default=None, metavar="CSV",
                         help="only add these runner tables' rows to --out (a sweep split over processes), then stop")
+    parser.add_argument("--label-loop", nargs="+", default=None, metavar="CSV",
+                        help="only fill the 'loop' column of tables written before it existed (label_loop_rows), then stop")
     args = parser.parse_args(argv)
+    if args.label_loop:
+        for path in args.label_loop:
+            print(f"{path}: {label_loop_rows(path)} row(s) labelled")
+        return 0
     if args.merge:
         try:
             table = merge_tables(args.out, args.merge)

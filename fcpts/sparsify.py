@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .allocation import erk_allocation, uniform_allocation, zero_budget
 from . import distributed
-from .allocation import masked_copy
+from .allocation import (erk_allocation, erk_released_allocation, masked_copy, uniform_allocation,
+                         uniform_released_allocation, zero_budget)
 from .calibration import CalibrationStream, recalibrate_bn, split_holdout
 from .config import Config, check_target
 from .evaluate import resolve_device
@@ -60,19 +60,50 @@ class SparsifyResult:
         return pd.DataFrame(rows)
 
 
-def lr_at(step: int, steps: int, base: float, warmup: int) -> float:
-    """Linear warm-up to ``base`` over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+def lr_at(step: int, steps: int, base: float, warmup: int, schedule: str = "released") -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of ``steps``: a linear warm-up over ``warmup`` steps
+    from 0 to ``base``, then a cosine decay to 0.
+
+    ``released`` is what the authors' loop runs: timm's ``CosineLRScheduler(t_initial=steps, warmup_t=warmup,
+    warmup_lr_init=0, lr_min=0)``, which sets the warm-up start (0) when it is built, and ``step_update(i)``
+    called *after* the optimiser step of iteration i. So step 0 runs at 0, step s > 0 at timm's value for
+    t = s - 1: the ramp t·base/W lags one step (step 1 runs at 0 too), and the cosine is taken over t / steps
+    from t = 0, not over what is left after the warm-up. ``ramp_then_cosine`` is the kit's earlier schedule:
+    base·(s+1)/W during the warm-up, then a cosine over the remaining steps.
+    """
+    if schedule == "released":
+        t = step - 1
+        if t < 0:  # before the first step_update: timm's warm-up start, or the optimiser's own lr without warm-up
+            return 0.0 if warmup > 0 else base
+        if t < warmup:
+            return base * t / warmup
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(t / max(1, steps), 1.0)))
+    if schedule == "ramp_then_cosine":
+        if step < warmup:
+            return base * (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    raise ValueError(f"unknown lr schedule {schedule!r}; use 'released' or 'ramp_then_cosine'")
 
 
 def start_allocation(model: nn.Module, target: float, config: Config) -> dict[str, float]:
-    """Where the thresholds start: ERK (γ = ``config.erk_gamma``, released) or uniform (``config.init``)."""
+    """Where the thresholds start: ERK (γ = ``config.erk_gamma``, released) or uniform (``config.init``), with
+    the released rounding (fractions from floor(S*·n_l) zeros per layer; the thresholds then prune int(S_l·n_l))
+    or the exact one (k_l / n_l that add up to round(S*·N) zeros): ``config.init_rounding``."""
+    released = config.init_rounding == "released"
     if config.init == "erk":
+        if released:
+            return erk_released_allocation(model, target, config.include, config.exclude, gamma=config.erk_gamma)
         return erk_allocation(model, target, config.include, config.exclude, gamma=config.erk_gamma)
+    if released:
+        return uniform_released_allocation(model, target, config.include, config.exclude)
     return uniform_allocation(model, target, config.include, config.exclude)
+
+
+def exact_start_allocation(model: nn.Module, target: float, config: Config) -> dict[str, float]:
+    """The start with exact counts (k_l / n_l adding up to round(S*·N)) whatever ``config.init_rounding`` says:
+    the fallback candidate of the held-out selection, which only compares models with the target's zeros."""
+    return start_allocation(model, target, config.replace(init_rounding="exact"))
 
 
 def _set_bn_mode(model: nn.Module, mode: str) -> None:
@@ -269,8 +300,11 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     dense = copy.deepcopy(teacher) if config.select_holdout > 0 else None
     layers, zeros_target = zero_budget(student, target, config.include, config.exclude)
     init_allocation = dict(allocation) if allocation is not None else start_allocation(student, target, config)
-    learner.prepare(student, init_allocation, config)
-    start_alloc = init_allocation  # at the target: the fallback candidate of the held-out selection
+    # a given allocation holds exact counts k_l / n_l: its thresholds prune exactly those (tier c, a user's table)
+    learner.prepare(student, init_allocation, config if allocation is None else config.replace(init_rounding="exact"))
+    # the fallback candidate of the held-out selection: the start at exactly the target's zeros (the released
+    # rounding's floor-based start holds a few zeros less, and the selection only compares equal budgets)
+    start_alloc = init_allocation if allocation is not None else exact_start_allocation(student, target, config)
     init_allocation = learner.start or init_allocation  # ProbMask starts dense, whatever the ERK start says
 
     holdout = None
@@ -303,7 +337,7 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
         s_rec = hooks.enter_context(OutputRecorder(student, blocks)) if blocks else None
         t_rec = hooks.enter_context(OutputRecorder(teacher, blocks)) if blocks else None
         for step in bar:
-            lr = lr_at(step, config.steps, base_lr, warmup)
+            lr = lr_at(step, config.steps, base_lr, warmup, config.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if extra_optimizer is not None:  # the learner's own optimiser follows the same warm-up + cosine shape

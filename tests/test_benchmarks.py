@@ -259,3 +259,29 @@ def test_recipe_ablation_pairs_every_variant_with_the_start(results):
     again = recipe.run_recipe(["lr-0.01"], targets=(0.5,), seeds=(0, 1), out_dir=out, reference=None, model=model,
                               data=toy_bundle(), progress=False)
     assert again["lr-0.01"].finished_at.tolist() == tables["lr-0.01"].finished_at.tolist()
+
+
+def test_loop_section_pairs_the_released_loop_with_the_earlier_one(tmp_path):
+    """FCPTS rows of the earlier loop (labelled legacy, as the committed tables are) and of the released schedule and
+    start in one quality file: the summary keeps them apart (‡) and pairs them on the same seeds and images."""
+    from fcpts import runner
+
+    base = Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64)
+    model, bundle = make_model("cnn").eval(), toy_bundle()
+    kw = dict(methods=["fcpts-released-histogram"], targets=(0.5,), out_dir=tmp_path, reference=None, model=model,
+              data=bundle, progress=False)
+    quality.run_quality(seeds=(0, 1), base=base.replace(lr_schedule="ramp_then_cosine", init_rounding="exact"), **kw)
+    path = quality.csv_path("released-histogram", tmp_path)
+    earlier = runner.read_table(path).assign(loop=runner.LEGACY_LOOP)
+    runner.write_table(earlier, path, None)  # as the tables written before the loop fields existed
+    table = quality.run_quality(seeds=(0, 1, 2), base=base, **kw)["released-histogram"]
+    assert len(table) == 5 and (table.loop == "released/released").sum() == 3
+    effect = summarize.loop_effect(tmp_path)
+    assert len(effect) == 1
+    row = effect.iloc[0]
+    assert row.seeds == 2 and row.target == 0.5  # seed 2 has no earlier row to pair with
+    assert row.difference.estimate == pytest.approx(row.released.estimate - row.earlier.estimate)
+    assert row.verdict in ("better", "worse", "within noise")
+    text = summarize.build_summary(tmp_path)
+    assert "## The released lr schedule and start against the kit's earlier loop" in text
+    assert "FCPTS (released, histogram) [default] ‡" in text and summarize.LEGACY_NOTE in text

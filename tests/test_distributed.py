@@ -32,7 +32,7 @@ def config(batch_size: int, bn_mode: str) -> Config:
 def summary(result, test) -> dict:
     metrics = evaluate(result.model, test, progress=False, per_image=True)
     return dict(zeros=result.zeros, allocation=result.allocation, top1=metrics["top1"],
-                correct=metrics["correct"].tolist())
+                correct=metrics["correct"].tolist(), lr=[h["lr"] for h in result.history])
 
 
 def _rank(rank: int, world: int, init_file: str, out: str, bn_mode: str) -> None:
@@ -64,6 +64,8 @@ def test_two_gloo_ranks_match_one_process_with_the_global_batch(tmp_path, bn_mod
     result = sparsify(make_model("cnn"), calib, 0.7, config(2 * PER_RANK, bn_mode))
     single = summary(result, test)
     assert outs[0]["zeros"] == single["zeros"]  # the exact projection: round(S* N) zeros on both
+    # the same released lr schedule: base lr × ranks on the global batch, the warm-up one pass of each rank's slice
+    assert outs[0]["lr"] == pytest.approx(single["lr"], rel=1e-12) and single["lr"][:2] == [0.0, 0.0]
     gap = max(abs(outs[0]["allocation"][n] - s) for n, s in single["allocation"].items())
     if bn_mode == "eval":  # the same computation up to floating-point order: the same masks
         weights = [k for k, v in result.model.state_dict().items() if k.endswith("weight") and v.dim() > 1]

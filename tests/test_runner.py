@@ -81,7 +81,7 @@ def test_tidy_table_and_resume(tmp_path, counted):
     assert on_disk.loc[(on_disk.method == "erk") & (on_disk.tier != "c"), "steps"].eq(0).all()
     assert on_disk.loc[on_disk.tier == "finetune", "steps"].eq(3).all()
     assert on_disk.top1.between(0, 1).all() and (on_disk.wall_time >= 0).all()
-    assert on_disk.config_hash.nunique() == 3  # base, POT a/b, schedules
+    assert on_disk.config_hash.nunique() == 4  # base, loop (tier c, FCPTS), POT a/b, schedules
 
     # the same call again: nothing is recomputed, the table is unchanged
     again = run(tmp_path, targets=(0.5,))
@@ -291,3 +291,35 @@ def test_comparison_rows_get_intervals_and_the_figures_draw_them(tmp_path):
     fig = plot_accuracy_vs_sparsity(kept, tiers=("b",))
     assert any(isinstance(c, PolyCollection) for c in fig.axes[0].collections)  # the shaded interval band
     plt.close(fig)
+
+
+def test_loop_fields_key_only_the_rows_that_run_the_loop(tmp_path):
+    """The released schedule/start and the earlier ones give FCPTS and tier c rows different keys, and leave the
+    key of every row that does not run the loop alone; the ``loop`` column says which loop a row ran."""
+    kw = dict(methods=("uniform",), tiers=("a", "c"), targets=(0.5,), schedules=())
+    new = run(tmp_path / "new", **kw)
+    old = run(tmp_path / "old", config=Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64,
+                                                         lr_schedule="ramp_then_cosine", init_rounding="exact"), **kw)
+    by = lambda t: t.set_index(["method", "tier"])
+    new, old = by(new), by(old)
+    for key in [("dense", "-"), ("uniform", "a")]:
+        assert new.loc[key, "config_hash"] == old.loc[key, "config_hash"] and new.loc[key, "loop"] == "-"
+    for key in [("uniform", "c"), ("fcpts", "c")]:
+        assert new.loc[key, "config_hash"] != old.loc[key, "config_hash"]
+        assert new.loc[key, "loop"] == "released/released" and old.loc[key, "loop"] == "ramp_then_cosine/exact"
+
+
+def test_label_loop_rows_marks_older_rows_and_changes_nothing_else(tmp_path):
+    table = run(tmp_path, methods=("uniform",), tiers=("b", "c"), targets=(0.5,), schedules=("one_shot",))
+    path = tmp_path / "table.csv"
+    before = table.drop(columns=["loop"])
+    runner.write_table(before, path, path.with_suffix(".json"))  # as a table written before the column existed
+    assert runner.label_loop_rows(path) == len(table)
+    after = runner.read_table(path)
+    pd.testing.assert_frame_equal(after[before.columns].reset_index(drop=True), before.reset_index(drop=True),
+                                  check_dtype=False)
+    loops = dict(zip(zip(after.method, after.tier), after.loop))
+    assert loops[("uniform", "c")] == loops[("fcpts", "c")] == runner.LEGACY_LOOP
+    assert loops[("uniform", "b")] == loops[("dense", "-")] == loops[("prune_train-uniform", "finetune")] == "-"
+    assert json.loads(path.with_suffix(".json").read_text())[0]["loop"] == "-"
+    assert runner.label_loop_rows(path) == 0  # labelled rows keep their label

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from conftest import make_model
 from fcpts import Config, count_zeros, runner, sparsify
 from fcpts.calibration import CalibrationStream, split_holdout
-from fcpts.sparsify import start_allocation, start_candidate, teacher_agreement
+from fcpts.sparsify import exact_start_allocation, start_candidate, teacher_agreement
 
 
 def fast(**kw):
@@ -66,9 +66,9 @@ def test_a_wrecked_reconstruction_falls_back_to_the_start():
     stream = CalibrationStream(rest, 8, 0)
     for _ in zip(range(config.steps), stream):  # the training steps drew these batches first
         pass
-    expected = start_candidate(model, start_allocation(model, 0.3, config), stream, torch.device("cpu"))
+    expected = start_candidate(model, exact_start_allocation(model, 0.3, config), stream, torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), expected.state_dict().values()))
-    assert result.allocation == pytest.approx(start_allocation(model, 0.3, config), abs=1e-6)
+    assert result.allocation == pytest.approx(exact_start_allocation(model, 0.3, config), abs=1e-6)
 
 
 def test_select_holdout_refuses_bad_sizes_and_loaders():
