@@ -131,7 +131,7 @@ def plain_loop(kind: str, model, calib, target, config, device, steps: int) -> d
     tic = time.perf_counter()
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, config.lr, warmup)
+            group["lr"] = lr_at(step, steps, config.lr, warmup, config.lr_schedule)
         x, _ = next(batches)
         x = x.to(device, non_blocking=True)  # as sparsify: channels_last comes from the weights' format
         logits = student(x)

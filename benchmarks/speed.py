@@ -65,7 +65,8 @@ class FcptsStep:
         self.teacher, self.x, self.config, self.target = teacher, x, config, target
         self.student = copy.deepcopy(model)
         self.allocation = start_allocation(self.student, target, config)
-        self.sparsifier = ThresholdSparsifier.from_config(self.student, self.allocation, config)
+        self.sparsifier = ThresholdSparsifier.from_config(self.student, self.allocation, config,
+                                                           rounding=config.init_rounding)
         self.optimizer = _optimizer(self.student, threshold_groups(self.sparsifier.threshold_parameters()), config)
         self.student.train(config.bn_mode == "train")
         self.history: list[dict] = []

@@ -132,7 +132,7 @@ VERDICT_LISTS = ("beaten", "beats", "noise", "by_means")
 def _verdicts_at(pruned: pd.DataFrame, lab: str, baselines: list[str], t: float) -> dict:
     """FCPTS label ``lab`` against every baseline label at target ``t``: paired verdict texts by kind, the
     comparisons by means (same dense model only), and the counts of unpaired and missing cells."""
-    out = {k: [] for k in VERDICT_LISTS} | {"unpaired": 0, "missing": 0, "compared": 0}
+    out = {k: [] for k in VERDICT_LISTS} | {"unpaired": 0, "missing": 0, "compared": 0, "other_loop": 0}
     at = (pruned.target - t).abs() < 1e-9
     mine = pruned[(pruned.label == lab) & at]
     legacy = lab.endswith(LEGACY_MARK)
@@ -141,6 +141,8 @@ def _verdicts_at(pruned: pd.DataFrame, lab: str, baselines: list[str], t: float)
         same, other_loop = (name + LEGACY_MARK, name) if legacy else (name, name + LEGACY_MARK)
         base_label = same if ((pruned.label == same) & at).any() else other_loop
         other = pruned[(pruned.label == base_label) & at]
+        # a tier c row of the other loop (tiers a/b run no loop: their one label serves both)
+        out["other_loop"] += int(base_label != same and not other.empty and name.endswith("(c)"))
         if mine.empty or other.empty:
             out["missing"] += 1
             continue
@@ -173,6 +175,7 @@ def _verdict_lines(head: str, v: dict, bullet: str) -> list[str]:
     lines = [f"{bullet}{head}: paired {paired} of {paired + v['unpaired'] + v['missing']}: beaten by "
              f"{len(v['beaten'])}, beats {len(v['beats'])}, within noise {len(v['noise'])}"
              + ("" if complete else f"; not yet paired {v['unpaired']} (no per-image outcomes), missing {v['missing']}")
+             + (f"; {v['other_loop']} of them against tier c rows of the other loop" if v["other_loop"] else "")
              + f". By means (same dense model only): beaten by {len(v['by_means'])} of {v['compared']}."]
     sub = "  " + bullet
     if v["beaten"]:
@@ -589,6 +592,7 @@ def recipe_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     recipe, and whether the kit recipe is ever significantly below its start or below the released recipe."""
     from benchmarks.recipe import all_variants, markdown
     from fcpts.notebook import recipe_table
+    from fcpts.runner import read_table
 
     folder = results / "recipe"
     if not folder.is_dir():
@@ -596,9 +600,11 @@ def recipe_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     summary = recipe_table(folder, all_variants())
     if summary.empty:
         return [], {}
-    lines = ["## The quick recipe against its own start (`benchmarks/recipe.py`)", "",
-             "Every row of this ablation ran the kit's earlier loop (‡: ramp then cosine, exact-count start); the "
-             "released schedule and start are compared with it in the section above.", "",
+    legacy = all(is_legacy(r) for path in folder.glob("*.csv") for r in read_table(path).to_dict("records")
+                 if r.get("method") == "fcpts")
+    lines = ["## The quick recipe against its own start (`benchmarks/recipe.py`)", ""] + \
+        (["Every FCPTS row of this ablation ran the kit's earlier loop (‡: ramp then cosine, exact-count start); the "
+          "released schedule and start are compared with it in the section above.", ""] if legacy else []) + [
              "Top-1 (%) with a 95 % interval over seeds and test images; below it the paired differences, in points, "
              "to FCPTS's start (ERK + BN re-estimation) and to the released recipe: + better, − worse, ≈ within "
              "noise. Full table and failures: `recipe_ablation.md`.", "", markdown(summary).rstrip()]

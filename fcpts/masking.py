@@ -186,12 +186,17 @@ class ThresholdSparsifier:
             parametrize.register_parametrization(module, "weight", mask, unsafe=True)
 
     @classmethod
-    def from_config(cls, model: nn.Module, allocation: dict[str, float], config) -> "ThresholdSparsifier":
-        """Thresholds with every setting taken from one ``fcpts.Config`` (what ``fcpts.sparsify`` uses)."""
+    def from_config(cls, model: nn.Module, allocation: dict[str, float], config,
+                    rounding: str = "exact") -> "ThresholdSparsifier":
+        """Thresholds with every setting taken from one ``fcpts.Config`` (what ``fcpts.sparsify`` uses).
+
+        ``rounding`` says what ``allocation`` holds: "exact" for exact counts k_l / n_l (any allocation of
+        ``fcpts.allocation``: int() could lose a weight to float error there), "released" for the fractions of
+        the released start (``start_allocation`` with ``config.init_rounding = "released"``)."""
         return cls(model, allocation, config.include, config.exclude, config.parameterization, config.gradient,
                    config.ste_window, config.bridge, config.histogram_bins, config.kde_max_samples,
                    config.kde_bandwidth, seed=config.seed, histogram_max_samples=config.histogram_max_samples,
-                   rounding=config.init_rounding)
+                   rounding=rounding)
 
     def masks(self) -> dict[str, ThresholdMask]:
         return {n: m.parametrizations.weight[0] for n, m in self.layers.items()}
@@ -271,28 +276,28 @@ def released_start_score(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     s = logit(t) in float32, floored at -30 (and capped below t = 1, which the sigmoid cannot express).
 
     One difference, kept on purpose: the released mask gives a weight exactly at the threshold the value 0.5,
-    the kit's mask is strict (|w| > t). So where k = 0 the score is lowered until t is strictly below the layer's
-    smallest non-zero |w|, past the floor if it must: a layer the start keeps dense keeps every weight.
+    the kit's mask is strict (|w| > t). So where k = 0 the threshold goes a hair (2^-16, relative) below the layer's
+    smallest non-zero |w|, past the floor if it must, checked with the sigmoid the mask will run (the weight's
+    device and dtype): a layer the start keeps dense keeps every weight.
     """
     flat = weight.detach().abs().flatten().float().cpu()
     k = int(float(sparsity) * flat.numel())
     t = torch.kthvalue(flat, min(k, flat.numel())).values if k > 0 else flat.min()
-    t = t.clamp(max=1.0 - 2.0 ** -24)
-    score = torch.logit(t).clamp(min=RELEASED_MIN_SCORE)  # logit(0) = -inf: the floor
-    if k > 0:
-        return score
+    score = torch.logit(t.clamp(max=1.0 - 2.0 ** -24)).clamp(min=RELEASED_MIN_SCORE)  # logit(0) = -inf: the floor
     nonzero = flat[flat > 0]
-    if nonzero.numel() == 0:
+    if k > 0 or nonzero.numel() == 0:
         return score
-    smallest = nonzero.min()
-    for _ in range(8):  # float32 logit -> sigmoid may come back an ulp or two high
-        if torch.sigmoid(score) < smallest:
-            return score
-        score = torch.nextafter(score, torch.tensor(-math.inf))
-    # below the floor (|w| < sigmoid(-30) = 9.4e-14): the logit of a value just under the smallest weight
-    score = torch.tensor(math.log(float(smallest) * (1 - 1e-6)) - math.log1p(-float(smallest) * (1 - 1e-6)),
-                         dtype=torch.float32)
-    return score if torch.sigmoid(score) < smallest else torch.logit(smallest * 0.5)
+    smallest = float(nonzero.min())
+    below = smallest * (1.0 - 2.0 ** -16)
+    logit = math.log(below) - math.log1p(-below)
+    as_used = weight.detach().abs()[weight.detach() != 0].min()  # the smallest weight as the mask compares it
+    for _ in range(64):
+        candidate = torch.tensor(min(float(score), logit), dtype=torch.float32)
+        used = candidate.to(device=weight.device, dtype=weight.dtype)
+        if torch.sigmoid(used) < as_used and 1.0 / (1.0 + math.exp(-float(used))) < smallest:
+            return candidate
+        logit -= abs(logit) * 2.0 ** -10 + 1e-6  # a low-precision dtype rounded it up: step down
+    raise ValueError(f"cannot set a threshold below the smallest weight ({smallest:.3g}) in {weight.dtype}")
 
 
 def weight_sparsity_table(model: nn.Module) -> list[dict]:

@@ -72,12 +72,15 @@ def lr_at(step: int, steps: int, base: float, warmup: int, schedule: str = "rele
     base·(s+1)/W during the warm-up, then a cosine over the remaining steps.
     """
     if schedule == "released":
+        # timm's arithmetic, operation for operation, so the lr is the same float (tests/test_released_recipe.py)
         t = step - 1
         if t < 0:  # before the first step_update: timm's warm-up start, or the optimiser's own lr without warm-up
             return 0.0 if warmup > 0 else base
         if t < warmup:
-            return base * t / warmup
-        return base * 0.5 * (1.0 + math.cos(math.pi * min(t / max(1, steps), 1.0)))
+            return 0.0 + t * ((base - 0.0) / warmup)
+        if t >= steps:  # past the one cycle: timm's lr_min
+            return 0.0
+        return 0.0 + 0.5 * (base - 0.0) * (1 + math.cos(math.pi * t / steps))
     if schedule == "ramp_then_cosine":
         if step < warmup:
             return base * (step + 1) / warmup
@@ -193,7 +196,9 @@ class FcptsLearner(Learner):
 
     def prepare(self, student, allocation, config):
         self.config = config
-        self.sparsifier = ThresholdSparsifier.from_config(student, allocation, config)
+        # the loop's own start follows config.init_rounding; a given allocation is exact (the loop passes a config
+        # with init_rounding="exact" for it)
+        self.sparsifier = ThresholdSparsifier.from_config(student, allocation, config, rounding=config.init_rounding)
         self.params = self.sparsifier.threshold_parameters()
         for p in self.params:
             p.requires_grad_(self.learn_thresholds)
@@ -300,7 +305,8 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     dense = copy.deepcopy(teacher) if config.select_holdout > 0 else None
     layers, zeros_target = zero_budget(student, target, config.include, config.exclude)
     init_allocation = dict(allocation) if allocation is not None else start_allocation(student, target, config)
-    # a given allocation holds exact counts k_l / n_l: its thresholds prune exactly those (tier c, a user's table)
+    # a given allocation holds exact counts k_l / n_l: its thresholds prune exactly those (tier c, a user's table),
+    # so the learner sees init_rounding="exact" for it; the start computed here follows config.init_rounding
     learner.prepare(student, init_allocation, config if allocation is None else config.replace(init_rounding="exact"))
     # the fallback candidate of the held-out selection: the start at exactly the target's zeros (the released
     # rounding's floor-based start holds a few zeros less, and the selection only compares equal budgets)
