@@ -300,6 +300,14 @@ def released_start_score(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     raise ValueError(f"cannot set a threshold below the smallest weight ({smallest:.3g}) in {weight.dtype}")
 
 
+def start_threshold(weight: torch.Tensor, sparsity: float, rounding: str = "released") -> float:
+    """The threshold a layer at ``sparsity`` starts at, as ``ThresholdSparsifier`` sets it (sigmoid thresholds):
+    the released rule (``released_start_score``) or the exact one (``kth_smallest_abs``)."""
+    if rounding == "released":
+        return float(torch.sigmoid(released_start_score(weight, sparsity)))
+    return kth_smallest_abs(weight, sparsity)
+
+
 def weight_sparsity_table(model: nn.Module) -> list[dict]:
     """Per-layer zero counts of a plain (squashed or pruned) model's Conv2d/Linear weights."""
     rows = []

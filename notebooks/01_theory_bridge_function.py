@@ -83,7 +83,8 @@ import torch
 import fcpts
 from fcpts.baselines import prune_baseline
 from fcpts.evaluate import evaluate
-from fcpts.masking import kth_smallest_abs
+from fcpts.masking import start_threshold
+from fcpts.sparsify import start_allocation
 from fcpts.models import build_model
 
 # %% [markdown]
@@ -185,8 +186,8 @@ ends.round(3)
 
 # %%
 w = dict(model.named_modules())[bridge_layer].weight.detach().flatten()
-erk = fcpts.erk_allocation(model, config.target, gamma=config.erk_gamma)
-t_erk = kth_smallest_abs(w, erk[bridge_layer])
+erk = start_allocation(model, config.target, config)  # ERK, with config's rounding (the released one by default)
+t_erk = start_threshold(w, erk[bridge_layer], config.init_rounding)
 hist = fcpts.Bridge(w.numel(), "histogram", bins=config.histogram_bins)
 kde = fcpts.Bridge(w.numel(), "kde", max_samples=config.kde_max_samples, bandwidth=config.kde_bandwidth,
                    seed=config.seed)

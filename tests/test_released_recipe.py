@@ -9,7 +9,8 @@ from torch import nn
 from conftest import make_model
 from fcpts import Config, count_zeros, sparsify
 from fcpts.allocation import erk_densities, erk_released_allocation
-from fcpts.masking import RELEASED_MIN_SCORE, ThresholdSparsifier, all_weight_layers, released_start_score
+from fcpts.masking import (RELEASED_MIN_SCORE, ThresholdSparsifier, all_weight_layers, released_start_score,
+                           start_threshold)
 from fcpts.sparsify import lr_at
 
 timm_scheduler = pytest.importorskip("timm.scheduler.cosine_lr")
@@ -209,3 +210,16 @@ def test_older_rows_keep_their_keys():
     holdout = Config.quick_cpu(select_holdout=64)
     assert runner.row_hash(runner.config_digest(holdout, model), holdout, reconstructs=False) == "097b0fa1de1b"
     assert runner.row_hash(base, config, reconstructs=True) not in ("782a73bedc1a", "097b0fa1de1b")
+
+
+def test_start_threshold_is_the_threshold_the_sparsifier_sets():
+    model = make_model("cnn")
+    for rounding in ("released", "exact"):
+        from fcpts.sparsify import start_allocation
+
+        config = Config.quick_cpu(init_rounding=rounding)
+        start = start_allocation(model, 0.7, config)
+        expected = {n: start_threshold(m.weight, start[n], rounding) for n, m in all_weight_layers(model).items()}
+        copy = make_model("cnn")
+        got = ThresholdSparsifier.from_config(copy, start, config, rounding=rounding).thresholds()
+        assert got == pytest.approx(expected, rel=1e-6)
