@@ -92,7 +92,7 @@ def quality_table(results: Path = RESULTS) -> pd.DataFrame:
 
 def is_legacy(row) -> bool:
     """Whether a runner row ran the earlier reconstruction loop (its ``loop`` column starts with "legacy")."""
-    loop = row.get("loop", None) if hasattr(row, "get") else None
+    loop = row.get("loop")  # a dict or a pandas row; NaN in tables written before the column
     return isinstance(loop, str) and loop.startswith("legacy")
 
 

@@ -144,41 +144,19 @@ def _released_zero_counts(model: nn.Module, target: float, include, exclude) -> 
     return layers, {n: int(math.floor(target * m.weight.numel())) for n, m in every.items()}
 
 
-def erk_released_sparsities(shapes: dict[str, tuple[int, ...]], zeros: dict[str, int], dense=(),
-                            gamma: float = 1.0) -> dict[str, float]:
-    """ERK as the released code computes it (its ``get_sparsities_sparse_table_using_erk``): per-layer budgets
-    ``zeros`` (floor(S*·n_l)); ε solves Σ_free ε·raw_l·n_l = Σ_free (n_l − z_l) − Σ_dense z_l; while ε·raw
-    exceeds 1 somewhere, the layers with the largest raw density turn dense and ε is solved again (ε only grows,
-    so this ends with the same dense layers as ``erk_densities``, which turns every layer over 1 dense at once).
-    ``dense``: layers that are dense from the start (excluded ones). Returns fractions, not counts."""
-    numels = {n: math.prod(s) for n, s in shapes.items()}
-    raw = {n: (sum(s) / math.prod(s)) ** gamma for n, s in shapes.items()}
-    dense = set(dense)
-    while True:
-        free = [n for n in shapes if n not in dense]
-        if not free:
-            raise ValueError("ERK: every layer would be dense; the target is too high for the layers left to prune")
-        rhs = sum(numels[n] - zeros[n] for n in free) - sum(zeros[n] for n in dense)
-        eps = rhs / sum(raw[n] * numels[n] for n in free)
-        top = max(raw[n] for n in free)
-        if top * eps <= 1.0:
-            break
-        dense |= {n for n in free if raw[n] == top}
-    return {n: 0.0 if n in dense else 1.0 - eps * raw[n] for n in shapes}
-
-
 def erk_released_allocation(model: nn.Module, target: float, include=("*",), exclude=(),
                             gamma: float = 1.0) -> dict[str, float]:
-    """The released ERK start (``Config.init_rounding = "released"``): fractions of the prunable layers, with
-    floor-based budgets and one-layer-at-a-time densification; thresholds then prune int(S_l·n_l) weights
-    (``masking.released_start_score``). Not an exact-count allocation: see ``erk_allocation`` for that."""
+    """The released ERK start (``Config.init_rounding = "released"``): the same ERK densities (``erk_densities``)
+    with the released code's budget, floor(S*·n_l) zeros per layer, as fractions; thresholds then prune
+    int(S_l·n_l) weights (``masking.released_start_score``). The released code turns the densest layer dense one
+    round at a time where ``erk_densities`` turns every layer over 1 dense at once; ε only grows, so both end with
+    the same dense layers. Not an exact-count allocation: see ``erk_allocation`` for that."""
     layers, zeros = _released_zero_counts(model, target, include, exclude)
-    every = all_weight_layers(model)
-    shapes = {n: tuple(m.weight.shape) for n, m in every.items()}
-    if sum(zeros.values()) > sum(m.weight.numel() for m in layers.values()):
+    kept = sum(m.weight.numel() for m in layers.values()) - sum(zeros.values())
+    if kept < 0:
         zero_budget(model, target, include, exclude)  # raises the error that says what to lower
-    sparsities = erk_released_sparsities(shapes, zeros, dense=set(every) - set(layers), gamma=gamma)
-    return {n: sparsities[n] for n in layers}
+    densities = erk_densities({n: tuple(m.weight.shape) for n, m in layers.items()}, kept, gamma)
+    return {n: 1.0 - d for n, d in densities.items()}
 
 
 def uniform_released_allocation(model: nn.Module, target: float, include=("*",), exclude=()) -> dict[str, float]:

@@ -280,6 +280,22 @@ def _optimizer(student: nn.Module, groups: list[dict], config: Config,
                            momentum=config.momentum)
 
 
+def _prepare_start(student: nn.Module, target: float, config: Config, learner: Learner,
+                   allocation: dict[str, float] | None) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Attach ``learner`` at its start; return (the start, the held-out selection's fallback allocation or None).
+
+    A given ``allocation`` holds exact counts k_l / n_l, so the learner sees ``init_rounding="exact"`` for it
+    (tier c, a user's table); the start computed here follows ``config.init_rounding``. The fallback candidate
+    is the start at exactly the target's zeros: the released rounding holds a few zeros fewer, and the selection
+    only compares equal budgets."""
+    start = dict(allocation) if allocation is not None else start_allocation(student, target, config)
+    learner.prepare(student, start, config if allocation is None else config.replace(init_rounding="exact"))
+    fallback = None
+    if config.select_holdout > 0:
+        fallback = start if allocation is not None else exact_start_allocation(student, target, config)
+    return start, fallback
+
+
 def learn_allocation(model: nn.Module, calibration_data, target: float | None, config: Config | None,
                      learner: Learner, allocation: dict[str, float] | None = None) -> SparsifyResult:
     """The shared post-training loop: ``learner`` learns the allocation of a copy of ``model`` under one
@@ -304,13 +320,7 @@ def learn_allocation(model: nn.Module, calibration_data, target: float | None, c
     # statistics move while it runs in train mode)
     dense = copy.deepcopy(teacher) if config.select_holdout > 0 else None
     layers, zeros_target = zero_budget(student, target, config.include, config.exclude)
-    init_allocation = dict(allocation) if allocation is not None else start_allocation(student, target, config)
-    # a given allocation holds exact counts k_l / n_l: its thresholds prune exactly those (tier c, a user's table),
-    # so the learner sees init_rounding="exact" for it; the start computed here follows config.init_rounding
-    learner.prepare(student, init_allocation, config if allocation is None else config.replace(init_rounding="exact"))
-    # the fallback candidate of the held-out selection: the start at exactly the target's zeros (the released
-    # rounding's floor-based start holds a few zeros less, and the selection only compares equal budgets)
-    start_alloc = init_allocation if allocation is not None else exact_start_allocation(student, target, config)
+    init_allocation, start_alloc = _prepare_start(student, target, config, learner, allocation)
     init_allocation = learner.start or init_allocation  # ProbMask starts dense, whatever the ERK start says
 
     holdout = None

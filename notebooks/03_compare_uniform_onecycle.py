@@ -172,8 +172,7 @@ at[["method", "tier", "schedule", "top1", "wall_time", "steps"]].sort_values("wa
 # Every method ends with the same step, the kit's exact projection to round(S*·N) zeros, so two questions get
 # two separate answers: **does the learner reach the target by itself** (the sparsity of its own masks before
 # the projection; the curves below), and **is it accurate at the target** (top-1 after the projection).
-# Method details, and which choices are unverified and therefore options: `../shared/docs/method.md` §7 and
-# the docstrings of `fcpts/learners.py` and `fcpts/dsa.py`. The rows come from the same runner, in their own
+# Method details, and which choices are unverified and therefore options: the docstrings of `fcpts/learners.py` and `fcpts/dsa.py`. The rows come from the same runner, in their own
 # table `data/learners_<dataset>.csv` (with per-step trajectories and final allocations beside it):
 # `python -m fcpts.runner --out data/learners_digits.csv --methods str probmask dsa --schedules`.
 
@@ -264,7 +263,7 @@ written = nb.draw("learner_allocations", tag, results_dir, figures_dir, dataset=
 # Both run with the one-cycle rows' budget and optimiser (150 steps of AdamW at batch 64 with labels, fastai's
 # one-cycle learning rate), from the dense model (magnitude-pruned to the ERK densities at step 0) and from
 # scratch (random masks). DST-EE's paper has no public code and could not be read here, so the bonus form, c,
-# ε and the other details are named options of `fcpts.dst.DstConfig` (`../shared/docs/method.md` §8).
+# ε and the other details are named options of `fcpts.dst.DstConfig`.
 # **Coverage**, the fraction of weights ever active, is the exploration it bought. The rows live in their own
 # table, `data/dst_<dataset>.csv`, with FCPTS and one-cycle rows computed on the same dense model:
 # `python -m fcpts.runner --out data/dst_digits.csv --methods dst-ee rigl --schedules one_cycle --starts dense scratch`.
