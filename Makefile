@@ -80,12 +80,18 @@ test: setup
 # JupyterLab on notebooks/, with this environment registered as the kernel "fcpts-kit" (so a system-wide
 # JupyterLab finds it too). Jupytext saves each notebook and its .py pair together. LAB_ARGS=--no-browser etc.
 # The save hook refreshes git's index entry of a notebook saved with new outputs only (see its docstring).
+# params/jupyterlab.json goes into this environment's JupyterLab overrides (overrides.d/fcpts-kit.json): no news
+# prompt and no update check over the notebook. JupyterLab opens on LAB_OPEN.
 LAB_HOOK := --FileContentsManager.post_save_hook=fcpts.notebook.refresh_git_after_save
 LAB_PORT ?= 8888
 LAB_ARGS ?=
+LAB_OPEN ?= 01_theory_bridge_function.ipynb
 lab: setup
 	"$(PY)" -m ipykernel install --user --name fcpts-kit --display-name "Python (fcpts-kit)"
+	@overrides="$$("$(PY)" -c "import os; from jupyterlab.commands import get_app_dir; print(os.path.join(get_app_dir(), 'settings', 'overrides.d'))")" && \
+		mkdir -p "$$overrides" && cp params/jupyterlab.json "$$overrides/fcpts-kit.json"
 	$(NB_ENV) "$(PY)" -m jupyterlab --ServerApp.root_dir="$(CURDIR)/notebooks" --port=$(LAB_PORT) $(LAB_HOOK) \
+		--LabApp.default_url=/lab/tree/$(LAB_OPEN) --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # After editing a notebook's .py source by hand: rewrite its .ipynb (jupytext), in nbstripout's stored form.

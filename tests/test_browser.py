@@ -96,6 +96,12 @@ def lab(tmp_path):
     make_env = {k: v for k, v in os.environ.items() if k != "CONDA_PREFIX"}
     subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "git-filter"], cwd=tmp_path, check=True,
                    env=dict(make_env, VIRTUAL_ENV=sys.prefix))
+    # the settings `make lab` installs (params/jupyterlab.json), here as this server's user settings
+    for plugin, values in json.loads((REPO / "params" / "jupyterlab.json").read_text()).items():
+        package, name = plugin.split(":")
+        target = tmp_path / "settings" / package / f"{name}.jupyterlab-settings"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(values))
     port, token = free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -172,6 +178,7 @@ def test_notebook_01_runs_in_jupyterlab_in_chromium(lab):
                 time.sleep(2)
                 state = page.evaluate(STATE_JS)
             notebook = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.model.toJSON()")
+            news_prompts = page.get_by_text("Jupyter news").count()  # JupyterLab's opt-in toast, over the notebook
 
             # what the student sees
             SHOTS.mkdir(parents=True, exist_ok=True)
@@ -195,6 +202,7 @@ def test_notebook_01_runs_in_jupyterlab_in_chromium(lab):
     errors = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(code) for o in c["outputs"]
               if o["output_type"] == "error"]
     assert not errors, f"error outputs in the browser: {errors}"
+    assert news_prompts == 0, "JupyterLab's news prompt covers the notebook: params/jupyterlab.json did not apply"
     assert all(c["execution_count"] is not None for c in code), "some cells did not run"
     figure_cells = [c for c in code if "nb.draw(" in "".join(c["source"])]
     assert figure_cells, "notebook 01 has no figure cells to check"
