@@ -46,31 +46,31 @@ demo: setup
 	"$(PY)" -m fcpts demo
 
 # ----- tutorial notebooks (notebooks/0[1-4]_*.ipynb, stored without outputs) -----
-# Each runs through papermill with one params file into $(NB_OUT)/<mode>/ (never in place); the checkout's
+# Each runs through papermill in one mode (params/<mode>.yaml) into $(NB_OUT)/<mode>/ (never in place); the checkout's
 # fcpts goes first on the kernels' path, as pytest's `pythonpath`. The first notebook that needs the embedded
 # dense ResNet-50 trains and caches it in data/checkpoints/ (about 2.5 min on 2 cores, once).
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NB_OUT ?= build/notebooks
 NB_ENV := PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}"
 
-# $(call run-notebooks,PARAMS_FILE,OUT_DIR): papermill over every notebook, timed.
+# $(call run-notebooks,MODE,OUT_DIR): papermill over every notebook in that mode, timed.
 define run-notebooks
 	@mkdir -p "$(2)"
 	@set -e; for nb in $(NOTEBOOKS); do \
 		start=$$(date +%s); \
-		$(NB_ENV) "$(PY)" -m papermill "$$nb" "$(2)/$$(basename $$nb)" -f "$(1)" --cwd notebooks \
+		$(NB_ENV) "$(PY)" -m papermill "$$nb" "$(2)/$$(basename $$nb)" -p mode "$(1)" --cwd notebooks \
 			--no-progress-bar --log-level WARNING; \
 		echo "[notebooks] papermill $$(basename $$nb) ($(1)): $$(( $$(date +%s) - start )) s"; \
 	done
 endef
 
 # Everything `make test` runs is this one block (CI runs `make test` via .ci/run): the unit tests, then every
-# notebook with params/ci.yaml, then nbval re-executes the executed copies and compares the summary cells
+# notebook in mode ci (params/ci.yaml), then nbval re-executes the executed copies and compares the summary cells
 # tagged `nbval-check-output` (--nbval-lax: only those) with what papermill stored.
 test: setup
 	"$(PY)" -m pytest $(PYTEST_ARGS)
 	rm -rf "$(NB_OUT)/ci"
-	$(call run-notebooks,params/ci.yaml,$(NB_OUT)/ci)
+	$(call run-notebooks,ci,$(NB_OUT)/ci)
 	@set -e; for nb in $(NB_OUT)/ci/*.ipynb; do \
 		start=$$(date +%s); \
 		$(NB_ENV) "$(PY)" -m pytest $(PYTEST_ARGS) -p no:cacheprovider --nbval-lax --nbval-current-env "$$nb"; \
@@ -102,7 +102,7 @@ sync: setup
 # The quick CPU mode (the notebooks' defaults, writing to the committed folders): refreshes the result files
 # in data/ and every figure in figures/.
 notebooks: setup
-	$(call run-notebooks,params/quick.yaml,$(NB_OUT)/quick)
+	$(call run-notebooks,refresh,$(NB_OUT)/refresh)
 
 # Build outputs and caches only; never data/ (datasets, checkpoints) or results/.
 clean:

@@ -202,7 +202,7 @@ KIT_RECIPE: dict[str, Any] = dict(select_holdout=64)
 RECIPES = ("released", "kit")
 PRESETS = ("released", "quick_cpu", "kit", "kit_cpu")
 
-NOTEBOOK_ONLY = ("max_new_runs", "results_dir", "figures_dir")  # params/*.yaml keys that are not Config fields
+NOTEBOOK_ONLY = ("max_new_runs", "results_dir", "figures_dir", "extends")  # params/*.yaml keys that are not Config fields
 
 
 def check_target(target: float) -> float:

@@ -101,7 +101,7 @@ def plot_allocation(allocations: Mapping[str, Mapping[str, float]], title: str =
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the notebooks' figures (notebook 04 redraws every one of them from the result files alone)
+# the notebooks' figures (notebook 05 redraws every one of them from the result files alone)
 # ----------------------------------------------------------------------------------------------------------
 METHOD_LABELS = {
     "dense": "dense", "fcpts": "FCPTS", "fcpts-released": "FCPTS (released)", "fcpts-ste": "FCPTS (STE)",
@@ -251,34 +251,66 @@ def _band(ax, part, c) -> None:
                         color=c, alpha=0.15, linewidth=0)
 
 
+ERROR_FLOOR = 0.1  # % test error drawn for a perfect score: the log axis has no 0
+
+
+def _error(top1):
+    """Test error in % (100 − top-1), floored for the log axis."""
+    return (100 - 100 * top1).clip(lower=ERROR_FLOOR)
+
+
+def _error_axis(ax, dense_top1: float | None, chance: float | None = 90.0) -> None:
+    """A log test-error axis, lower is better, with the dense model's error and chance drawn as references."""
+    ax.set_yscale("log")
+    ax.set_ylim(ERROR_FLOOR * 2.5, 100)
+    ax.set_yticks([0.5, 1, 2, 5, 10, 20, 50, 100])
+    ax.set_yticklabels(["0.5", "1", "2", "5", "10", "20", "50", "100"])
+    if dense_top1 is not None:
+        ax.axhline(max(100 - 100 * dense_top1, ERROR_FLOOR), color=color("dense"), linestyle="--", linewidth=1,
+                   label="dense model")
+    if chance is not None:
+        ax.axhline(chance, color="#999999", linestyle=":", linewidth=1, label="chance (10 classes)")
+
+
+def _error_line(ax, part, x, c, text, bold: bool = False) -> None:
+    """One method's test error at each target, with its 95 % interval as error bars where the rows have one."""
+    y = _error(part["top1"]).to_numpy()
+    style = dict(color=c, marker="s" if bold else "o", markersize=6 if bold else 4, linewidth=2.2 if bold else 1.3,
+                 label=text, zorder=4 if bold else 3)
+    if "low" in part and part["low"].notna().all():
+        low, high = _error(part["high"]).to_numpy(), _error(part["low"]).to_numpy()
+        ax.errorbar(x, y, yerr=[(y - low).clip(min=0), (high - y).clip(min=0)], capsize=2.5, **style)
+    else:
+        ax.plot(x, y, **style)
+
+
 def plot_accuracy_vs_sparsity(table, tiers=("a", "b", "c"), dense_top1: float | None = None,
-                              title: str = "Accuracy against sparsity") -> plt.Figure:
-    """One panel per tier: top-1 (%) against the achieved global sparsity, one line per allocation
-    method; FCPTS (tier c by construction) is drawn in every panel as the reference. Where the table has
-    ``low``/``high`` (95 % intervals, ``notebook.with_intervals``) they are drawn as shaded bands."""
+                              title: str = "Test error of each allocation against FCPTS, tier by tier") -> plt.Figure:
+    """One panel per tier: test error (%, log scale, lower is better) at each target, one line per allocation,
+    FCPTS (which always reconstructs) in every panel. The log scale separates 1 % from 2 % error as clearly as
+    20 % from 40 %; error bars are the rows' 95 % intervals where the table has ``low``/``high``."""
     use_style()
-    fig, axes = plt.subplots(1, len(tiers), figsize=(4.6 * len(tiers), 4.0), sharey=True, squeeze=False)
+    targets = sorted(table.loc[table["method"] != "dense", "target"].round(6).unique())
+    position = {t: i for i, t in enumerate(targets)}
+    fig, axes = plt.subplots(1, len(tiers), figsize=(4.6 * len(tiers), 4.2), sharey=True, squeeze=False)
     axes = axes[0]
     fcpts = table[table["method"] == "fcpts"].sort_values("target")
     for ax, tier in zip(axes, tiers):
         rows = table[(table["tier"] == tier) & (table["method"] != "fcpts")]
         for method, part in rows.groupby("method", sort=False):
             part = part.sort_values("target")
-            ax.plot(part["achieved_sparsity"] * 100, part["top1"] * 100, marker="o", markersize=4,
-                    linewidth=1.3, color=color(method), label=label(method))
-            _band(ax, part, color(method))
+            _error_line(ax, part, [position[round(t, 6)] for t in part["target"]], color(method), label(method))
         if len(fcpts):
-            ax.plot(fcpts["achieved_sparsity"] * 100, fcpts["top1"] * 100, marker="s", markersize=5,
-                    linewidth=2.0, color=color("fcpts"), label="FCPTS")
-            _band(ax, fcpts, color("fcpts"))
-        if dense_top1 is not None:
-            ax.axhline(100 * dense_top1, color=color("dense"), linestyle="--", linewidth=1, label="dense")
+            _error_line(ax, fcpts, [position[round(t, 6)] for t in fcpts["target"]], color("fcpts"), "FCPTS",
+                        bold=True)
+        _error_axis(ax, dense_top1)
+        ax.set_xticks(range(len(targets)))
+        ax.set_xticklabels([f"{t:.0%}" for t in targets])
         ax.set_title(TIER_LABELS.get(tier, tier), fontsize=10)
-        ax.set_xlabel("global sparsity (%)")
-        ax.set_ylim(-2, 102)
-    axes[0].set_ylabel("test top-1 (%)")
+        ax.set_xlabel("target global sparsity")
+    axes[0].set_ylabel("test error (%, log scale; lower is better)")
     fig.suptitle(title, fontweight="bold", y=1.0)
-    _legend_below(fig, axes, ncol=7)
+    _legend_below(fig, axes, ncol=8)
     return fig
 
 
@@ -309,110 +341,128 @@ def plot_schedules(table, dense_top1: float | None = None,
     return fig
 
 
-def plot_accuracy_vs_time(table, targets, title: str = "Accuracy against compute time") -> plt.Figure:
-    """One panel per target: top-1 (%) against wall-clock seconds (log scale) of every run. Colour = method
-    (the schedule for training-aware rows), marker = kind of run (tier a/b/c, prune + train, FCPTS)."""
-    from matplotlib.lines import Line2D
+RUN_KINDS = {  # what a run costs and needs, one colour each (accuracy_vs_time)
+    "a": ("masks only (tier a)", "#9ecae1"),
+    "b": ("+ BN re-estimation (tier b)", "#4292c6"),
+    "c": ("+ reconstruction, allocation fixed (tier c)", "#08519c"),
+    "train": ("prune while training, with labels", "#31a354"),
+    "fcpts": ("FCPTS: learned allocation, no labels", "#d62728"),
+}
 
+
+def _run_kind(row) -> str:
+    if row["method"] == "fcpts":
+        return "fcpts"
+    if str(row["method"]).startswith("prune_train") or row["tier"] in ("finetune", "scratch"):
+        return "train"
+    return str(row["tier"])
+
+
+def plot_schedule_shapes(curves: Mapping[str, tuple[list[float], list[float]]],
+                         title: str = "How fast each schedule prunes") -> plt.Figure:
+    """The sparsity schedules of training-aware pruning: the fraction of the final sparsity reached (%) against
+    training progress (``curves``: {schedule name: (progress, fraction)})."""
     use_style()
-    targets = list(targets)
-    fig, axes = plt.subplots(1, len(targets), figsize=(5.4 * len(targets), 4.2), sharey=True, squeeze=False)
-    axes = axes[0]
-    markers = {"a": "v", "b": "^", "c": "o", "finetune": "D", "scratch": "P", "fcpts": "s"}
-    kinds = {"a": "tier a", "b": "tier b", "c": "tier c", "finetune": "prune + train (fine-tune)",
-             "scratch": "prune + train (scratch)", "fcpts": "FCPTS"}
-    colours, seen_kinds = {}, []
-    for ax, target in zip(axes, targets):
-        rows = table[(table["target"] - target).abs() < 1e-9]
-        for _, r in rows.iterrows():
-            is_sched = str(r["method"]).startswith("prune_train")
-            key = r["schedule"] if is_sched else r["method"]
-            kind = "fcpts" if r["method"] == "fcpts" else str(r["tier"])
-            colours.setdefault(key, color(key))
-            if kind not in seen_kinds:
-                seen_kinds.append(kind)
-            ax.scatter(max(float(r["wall_time"]), 1e-2), 100 * r["top1"], color=colours[key],
-                       marker=markers.get(kind, "o"), s=70 if kind == "fcpts" else 36, edgecolor="white",
-                       linewidth=0.5, zorder=3 if kind == "fcpts" else 2)
-        ax.set_xscale("log")
-        ax.set_xlabel("wall-clock time (s, log scale)")
-        ax.set_title(f"global sparsity {target:.0%}")
-        ax.set_ylim(-2, 102)
-    axes[0].set_ylabel("test top-1 (%)")
-    method_handles = [Line2D([], [], linestyle="", marker="o", markersize=7, color=c, label=label(k))
-                      for k, c in colours.items()]
-    kind_handles = [Line2D([], [], linestyle="", marker=markers.get(k, "o"), markersize=7, color="#555555",
-                           label=kinds.get(k, k)) for k in seen_kinds]
-    fig.suptitle(title, fontweight="bold", y=1.0)
-    n_rows = 1 + (len(method_handles) - 1) // 6 if method_handles else 1
-    fig.legend(handles=method_handles, loc="lower center", ncol=6, frameon=False, fontsize=9,
-               bbox_to_anchor=(0.5, 0.07), title="colour: method", title_fontsize=9)
-    fig.legend(handles=kind_handles, loc="lower center", ncol=len(kind_handles), frameon=False, fontsize=9,
-               bbox_to_anchor=(0.5, 0.0), title=None)
-    fig.tight_layout(rect=(0, 0.1 + 0.06 * n_rows, 1, 1))
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    for name, (t, y) in curves.items():
+        ax.plot(t, [100 * v for v in y], color=color(name), linewidth=2, label=label(name))
+    ax.set_xlabel("training progress")
+    ax.set_ylabel("share of the final sparsity (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
     return fig
 
 
-def plot_published(published, ours=None, model: str = "ResNet-50",
-                   title: str = "Published ImageNet numbers beside this kit") -> plt.Figure:
-    """Left: numbers printed in the sources (``published``: columns model, weights, method, reconstruction,
-    sparsity, metric, value, qualifier, source) for ``model``, ImageNet top-1 against sparsity, plus this
-    kit's own ImageNet rows where ``ours`` has them. Right: this kit's rows (``ours``: method, label,
-    sparsity, top1, dataset) on their own axes, since in quick mode they come from another dataset.
-    Claims that are not a top-1 value (e.g. "over 30 points better") are printed under the left panel."""
+def plot_accuracy_vs_time(table, targets, title: str = "What each kind of method costs and buys") -> plt.Figure:
+    """One panel per target: test error (%, log scale) against wall-clock seconds (log scale) of every run,
+    coloured by the kind of run (tier a, b, c, training-aware, FCPTS). The best run of each kind is labelled."""
     use_style()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 4.8))
+    targets = list(targets)
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.6 * len(targets), 4.4), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, target in zip(axes, targets):
+        rows = table[((table["target"] - target).abs() < 1e-9) & (table["method"] != "dense")].copy()
+        rows["kind"] = rows.apply(_run_kind, axis=1)
+        for kind, (text, c) in RUN_KINDS.items():
+            part = rows[rows["kind"] == kind]
+            if part.empty:
+                continue
+            seconds = part["wall_time"].astype(float).clip(lower=1e-2)
+            ax.scatter(seconds, _error(part["top1"]), color=c, marker="s" if kind == "fcpts" else "o",
+                       s=80 if kind == "fcpts" else 40, edgecolor="white", linewidth=0.6, label=text,
+                       zorder=4 if kind == "fcpts" else 3)
+            best = part.loc[part["top1"].idxmax()]
+            name = label(best["schedule"] if kind == "train" else best["method"])
+            ax.annotate(name, (max(float(best["wall_time"]), 1e-2), float(_error(best[["top1"]]).iloc[0])),
+                        xytext=(5, -3), textcoords="offset points", fontsize=8, color=c)
+        _error_axis(ax, None)
+        ax.set_xscale("log")
+        ax.set_xlabel("wall-clock time of the run (s, log scale)")
+        ax.set_title(f"global sparsity {target:.0%}")
+    axes[0].set_ylabel("test error (%, log scale; lower is better)")
+    fig.suptitle(title, fontweight="bold", y=1.0)
+    _legend_below(fig, axes, ncol=3)
+    return fig
+
+
+def plot_published(published, ours=None, model: str = "ResNet-50", dense_top1: float | None = None,
+                   title: str = "Top-1 lost to pruning, from each study's own dense model") -> plt.Figure:
+    """Points of top-1 lost against sparsity, each curve measured from its own dense model, so studies with
+    different dense checkpoints can share an axis. Left: the numbers printed in the sources for ``model`` on
+    ImageNet (``published``: columns model, weights, method, reconstruction, sparsity, metric, value, qualifier,
+    source); values whose dense model the source does not give, and claims that are not a top-1 value, are
+    listed under the panel instead of drawn. Right: this kit's counterparts (``ours``: method, label, sparsity,
+    top1, dataset; ``dense_top1`` its dense model), on their own dataset."""
+    use_style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 4.8), sharey=True)
     rows = published[published["model"] == model].fillna({"reconstruction": "", "weights": "", "qualifier": ""})
     top1 = rows[rows["metric"] == "top1"]
-    curves = top1[(top1["sparsity"] > 0) & (top1["method"] != "dense")]
-    styles = {"none": dict(linestyle="--", marker="v"), "layer-wise": dict(linestyle="-", marker="^"),
-              "": dict(linestyle="", marker="*", markersize=12)}
-    for (method, recon), part in curves.groupby(["method", "reconstruction"], sort=False):
+    dense = {r["weights"]: float(r["value"]) for _, r in top1[top1["method"] == "dense"].iterrows()}
+    styles = {"none": dict(linestyle="--", marker="v"), "layer-wise": dict(linestyle="-", marker="^")}
+    notes = []
+    for (method, recon, weights), part in top1[top1["method"] != "dense"].groupby(
+            ["method", "reconstruction", "weights"], sort=False):
         part = part.sort_values("sparsity")
-        text = {"none": f"{label(method)} magnitude, no reconstruction",
-                "layer-wise": f"{label(method)} magnitude + layer-wise reconstruction"}.get(recon, label(method))
         source = "msbench" if "msbench" in part["source"].iloc[0] else part["source"].iloc[0].split(",")[0]
-        left.plot(part["sparsity"] * 100, part["value"], color=color(method), linewidth=1.3,
-                  label=f"{text} ({source})", **({"markersize": 5} | styles.get(recon, styles[""])))
-    dense_styles = [dict(linestyle=":", color="#333333"), dict(linestyle="-.", color="#777777"),
-                    dict(linestyle=(0, (1, 3)), color="#aaaaaa")]
-    for style, (_, r) in zip(dense_styles, top1[top1["method"] == "dense"].iterrows()):
-        left.axhline(r["value"], linewidth=1.1, label=f"dense {r['value']:g} ({r['weights']})", **style)
-    if ours is not None and len(ours) and (ours["dataset"] == "imagenet").any():
-        for text, part in ours[ours["dataset"] == "imagenet"].groupby("label", sort=False):
-            part = part.sort_values("sparsity")
-            left.plot(part["sparsity"] * 100, part["top1"] * 100, color=color(part["method"].iloc[0]),
-                      marker="D", linewidth=2, label=f"{text}, this kit")
-    left.set_xlabel("unstructured sparsity (%)")
-    left.set_ylabel("ImageNet top-1 (%)")
-    left.set_title(f"{model}, ImageNet: numbers printed in the sources", fontsize=11)
-    left.set_xlim(0, 100)
-    left.set_ylim(0, 90)
-    left.legend(loc="lower left", fontsize=7.5)
+        if weights not in dense:  # no dense model given: a drop cannot be computed, so it is not drawn
+            notes += [f"{label(method)} at {r['sparsity']:.0%}: top-1 {r['value']:g} % ({source}; its dense model "
+                      "is not stated)" for _, r in part.iterrows()]
+            continue
+        text = {"none": f"{label(method)}, no reconstruction", "layer-wise": f"{label(method)} + layer-wise "
+                "reconstruction"}.get(recon, label(method))
+        left.plot(part["sparsity"] * 100, dense[weights] - part["value"], color=color(method), linewidth=1.4,
+                  markersize=5, label=f"{text} ({source}; dense {dense[weights]:g})",
+                  **styles.get(recon, dict(marker="o")))
     claims = rows[rows["metric"] != "top1"]
-    notes = [f"{label(r['method'])}{' (' + r['reconstruction'] + ')' if r['reconstruction'] else ''} at "
-             f"{r['sparsity']:.0%}: top-1 {r['qualifier']} {r['value']:g} points "
-             f"{CLAIM_PHRASES.get(r['metric'], r['metric'])} ({r['source'].split(',')[0]})"
-             for _, r in claims.iterrows()]
+    notes += [f"{label(r['method'])}{' (' + r['reconstruction'] + ')' if r['reconstruction'] else ''} at "
+              f"{r['sparsity']:.0%}: top-1 {r['qualifier']} {r['value']:g} points "
+              f"{CLAIM_PHRASES.get(r['metric'], r['metric'])} ({r['source'].split(',')[0]})"
+              for _, r in claims.iterrows()]
     if notes:
         left.text(0.0, -0.2, "\n".join(notes), transform=left.transAxes, fontsize=7.5, va="top", ha="left",
                   color="#333333")
-    if ours is not None and len(ours):
+    left.set_title(f"{model} on ImageNet, as published", fontsize=11)
+    if ours is not None and len(ours) and dense_top1 is not None:
         tier_styles = {"tier a": dict(linestyle="--", marker="v"), "tier c": dict(linestyle="-", marker="^")}
         for text, part in ours.groupby("label", sort=False):
             part = part.sort_values("sparsity")
             style = next((v for k, v in tier_styles.items() if k in text), dict(linestyle="-", marker="s"))
-            right.plot(part["sparsity"] * 100, part["top1"] * 100, color=color(part["method"].iloc[0]),
-                       markersize=5, linewidth=1.6 if part["method"].iloc[0] == "fcpts" else 1.3, label=text, **style)
+            right.plot(part["sparsity"] * 100, 100 * (dense_top1 - part["top1"]), color=color(part["method"].iloc[0]),
+                       markersize=5, linewidth=2 if part["method"].iloc[0] == "fcpts" else 1.4,
+                       label=f"{text} (dense {100 * dense_top1:.2f})", **style)
         datasets = ", ".join(sorted(set(ours["dataset"])))
-        right.set_title(f"this kit ({datasets}): the same comparison", fontsize=11)
-        right.legend(loc="lower left", fontsize=8)
+        right.set_title(f"this kit, the same comparison ({datasets})", fontsize=11)
     else:
         right.text(0.5, 0.5, "no results of this kit yet", ha="center", va="center", transform=right.transAxes)
-    right.set_xlabel("global sparsity (%)")
-    right.set_ylabel("test top-1 (%)")
-    right.set_xlim(0, 100)
-    right.set_ylim(-2, 102)
+    for ax, where in ((left, "lower left"), (right, "center left")):
+        ax.set_xlabel("global sparsity (%)")
+        ax.set_xlim(0, 100)
+        ax.set_ylim(100, -3)  # lost points grow downwards: higher on the page is better
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc=where, fontsize=7.5)
+    left.set_ylabel("top-1 lost from the dense model (points)")
     fig.suptitle(title, fontweight="bold", y=1.0)
     fig.tight_layout()
     return fig

@@ -4,8 +4,9 @@
 * exactly one cell tagged `parameters`, the first code cell, made only of `name: type = value  # help` lines
   with a literal value of that type and no other `=` (papermill skips such lines and then warns about an
   unknown parameter), so `papermill --help-notebook` lists every parameter with its type and help;
-* the shared block (fcpts.notebook.SHARED_PARAMETERS) is declared identically by every notebook, and every
-  params/*.yaml sets only parameters that every notebook declares, with values of the declared type;
+* the shared block (fcpts.notebook.SHARED_PARAMETERS: mode, data_root, target, seed) is declared identically by
+  every notebook; `mode` names a settings file params/<mode>.yaml, and every such file sets only settings that
+  quick.yaml (the default) has, with values of the same type;
 * params/full.yaml is the paper's recipe; every notebook has a summary cell that nbval checks.
 """
 from __future__ import annotations
@@ -19,12 +20,13 @@ import nbformat
 import pytest
 import yaml
 
-from fcpts.notebook import SHARED_PARAMETERS
+from fcpts.notebook import SHARED_PARAMETERS, mode_settings
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PARAM_FILES = sorted((REPO / "params").glob("*.yaml"))
-EXPECTED = ["01_theory_bridge_function", "02_resnet50_allocation", "03_compare_uniform_onecycle", "04_paper_figures"]
+EXPECTED = ["01_theory_bridge_function", "02_resnet50_allocation", "03_allocations_and_schedules",
+            "04_why_controllable", "05_paper_figures"]
 LINE = re.compile(r"^(?P<name>[A-Za-z_]\w*): (?P<type>str|int|float|bool|list|dict) = (?P<value>[^#]+?)  # (?P<help>\S.*)$")
 TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
 
@@ -56,7 +58,7 @@ def is_type(value: object, type_name: str) -> bool:
     return isinstance(value, TYPES[type_name])
 
 
-def test_the_four_notebooks_exist():
+def test_the_five_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
@@ -171,39 +173,45 @@ def test_shared_block_is_identical_everywhere():
 
 
 @pytest.mark.parametrize("params_file", PARAM_FILES, ids=lambda p: p.name)
-def test_param_files_set_only_parameters_every_notebook_declares(params_file):
+def test_every_mode_sets_only_settings_quick_has(params_file):
+    quick = yaml.safe_load((REPO / "params" / "quick.yaml").read_text())
     values = yaml.safe_load(params_file.read_text())
+    unknown = set(values) - set(quick) - {"extends"}
+    assert not unknown, f"{params_file.name}: {sorted(unknown)} are not settings of params/quick.yaml"
+    for name, value in mode_settings(params_file.stem).items():
+        expected = type(quick[name]).__name__
+        assert is_type(value, expected), f"{params_file.name}: {name} = {value!r} is not a {expected}"
+
+
+def test_every_notebook_defaults_to_the_quick_mode():
+    quick = mode_settings("quick")
     for path in NOTEBOOKS:
         params = declared(path)
-        unknown = set(values) - set(params)
-        assert not unknown, f"{params_file.name}: {sorted(unknown)} unknown to {path.name} (papermill would warn)"
-        for name, value in values.items():
-            assert is_type(value, params[name][0]), f"{params_file.name}: {name} = {value!r} is not {params[name][0]}"
+        assert params["mode"][1] == "quick", f"{path.name}: the default mode must be quick"
+        for name in ("data_root", "target", "seed"):
+            assert params[name][1] == quick[name], f"{path.name}: {name} differs from params/quick.yaml"
 
 
-# What params/quick.yaml (`make notebooks`, the deliberate refresh) sets apart from the notebooks' defaults.
+# What params/refresh.yaml (`make notebooks`, the deliberate refresh) sets apart from the quick mode.
 REFRESH_ONLY = dict(results_dir="data", figures_dir="figures", progress=False)
 
 
-def test_param_files_exist_and_quick_is_the_default():
-    assert {p.name for p in PARAM_FILES} >= {"ci.yaml", "quick.yaml", "full.yaml"}
-    quick = yaml.safe_load((REPO / "params" / "quick.yaml").read_text())
-    defaults = {k: v for k, (_, v) in declared(NOTEBOOKS[0]).items() if k in SHARED_PARAMETERS}
-    assert quick == {**defaults, **REFRESH_ONLY}, \
-        "params/quick.yaml must equal the notebooks' defaults (quick CPU mode) but for where results go"
+def test_refresh_is_quick_writing_the_committed_folders():
+    assert {p.name for p in PARAM_FILES} >= {"ci.yaml", "quick.yaml", "full.yaml", "refresh.yaml"}
+    assert mode_settings("refresh") == {**mode_settings("quick"), **REFRESH_ONLY}
 
 
 def test_default_runs_write_only_to_an_ignored_folder():
-    """A student's Run All (the defaults) must not touch the committed data/ and figures/."""
+    """A student's Run All (the quick mode) must not touch the committed data/ and figures/."""
     import subprocess
 
-    defaults = {k: v for k, (_, v) in declared(NOTEBOOKS[0]).items() if k in SHARED_PARAMETERS}
-    assert defaults["progress"] is True
+    quick = mode_settings("quick")
+    assert quick["progress"] is True
     for key in ("results_dir", "figures_dir"):
-        probe = Path(defaults[key]) / "probe.csv"
+        probe = Path(quick[key]) / "probe.csv"
         ignored = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=REPO).returncode == 0
-        assert ignored or not (REPO / ".git").exists(), f"{key} = {defaults[key]!r} is not ignored by git"
-        assert not defaults[key].startswith(("data", "figures")), f"{key} must not default to a committed folder"
+        assert ignored or not (REPO / ".git").exists(), f"{key} = {quick[key]!r} is not ignored by git"
+        assert not quick[key].startswith(("data", "figures")), f"{key} must not default to a committed folder"
 
 
 def test_full_is_the_papers_recipe():
@@ -214,7 +222,7 @@ def test_full_is_the_papers_recipe():
 
 
 def test_ci_writes_outside_the_committed_results():
-    ci = yaml.safe_load((REPO / "params" / "ci.yaml").read_text())
+    ci = mode_settings("ci")
     assert ci["results_dir"].startswith("build/") and ci["figures_dir"].startswith("build/")
 
 
@@ -224,9 +232,9 @@ def test_has_a_summary_cell_for_nbval(path):
     assert tagged, f"{path.name}: no cell tagged nbval-check-output"
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if not p.name.startswith("04")], ids=lambda p: p.name[:2])
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if not p.name.startswith("05")], ids=lambda p: p.name[:2])
 def test_full_mode_without_imagenet_stops_at_the_first_cell(path, tmp_path, monkeypatch):
-    """params/full.yaml with no ImageNet: papermill stops in the set-up cell with the data loader's message."""
+    """Full mode with no ImageNet: papermill stops in the set-up cell with the data loader's message."""
     import os
 
     import papermill as pm
@@ -234,8 +242,7 @@ def test_full_mode_without_imagenet_stops_at_the_first_cell(path, tmp_path, monk
     missing = tmp_path / "no-imagenet"
     monkeypatch.setenv("IMAGENET_ROOT", str(missing))  # the kernel inherits it; data_root is "" in full.yaml
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    parameters = yaml.safe_load((REPO / "params" / "full.yaml").read_text())
-    parameters.update(results_dir=str(tmp_path / "results"), figures_dir=str(tmp_path / "figures"))
+    parameters = dict(mode="full", results_dir=str(tmp_path / "results"), figures_dir=str(tmp_path / "figures"))
     out = tmp_path / path.name
     with pytest.raises(pm.PapermillExecutionError) as failure:
         pm.execute_notebook(str(path), str(out), parameters=parameters, cwd=str(REPO / "notebooks"),
@@ -252,7 +259,7 @@ def test_full_mode_without_imagenet_stops_at_the_first_cell(path, tmp_path, monk
 
 
 def test_a_run_with_the_defaults_leaves_git_status_clean(tmp_path, monkeypatch):
-    """Notebook 04 exactly as a student runs it (no parameters): it draws the committed results and writes its
+    """Notebook 05 exactly as a student runs it (no parameters): it draws the committed results and writes its
     figures under the ignored results/notebooks/; `git status` is the same before and after."""
     import os
     import subprocess
@@ -269,9 +276,9 @@ def test_a_run_with_the_defaults_leaves_git_status_clean(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     before, started = status(), time.time()
-    pm.execute_notebook(str(REPO / "notebooks" / "04_paper_figures.ipynb"), str(tmp_path / "04.ipynb"),
+    pm.execute_notebook(str(REPO / "notebooks" / "05_paper_figures.ipynb"), str(tmp_path / "05.ipynb"),
                         cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
-    figures = REPO / declared(NOTEBOOKS[-1])["figures_dir"][1]
+    figures = REPO / mode_settings("quick")["figures_dir"]
     fresh = [p for p in figures.glob("*.png") if p.stat().st_mtime >= started - 1]
     assert fresh, f"the run drew no figures into {figures}"
     assert status() == before, "running a notebook with its defaults changed the checkout"

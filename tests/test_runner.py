@@ -234,7 +234,7 @@ def test_dynamic_sparse_training_rows_with_coverage(tmp_path):
     assert set(coverage.method) == {"dst-ee", "rigl"} and coverage["update"].max() >= 5
     final = coverage.sort_values("update").groupby(["method", "tier"]).coverage.last()
     assert (final > 0.3).all() and final["dst-ee", "finetune"] >= final["rigl", "finetune"]
-    # notebook 03's summary and the two figures, drawn from the table files alone
+    # the comparison notebooks' summary and the two figures, drawn from the table files alone
     from fcpts import notebook as nb
 
     found = nb.read_dst(str(tmp_path), "toy")
@@ -277,7 +277,7 @@ def test_every_row_keeps_its_per_image_outcomes(tmp_path):
 
 def test_comparison_rows_get_intervals_and_the_figures_draw_them(tmp_path):
     import matplotlib.pyplot as plt
-    from matplotlib.collections import PolyCollection
+    from matplotlib.container import ErrorbarContainer
 
     from fcpts import notebook as nb
     from fcpts.plotting import plot_accuracy_vs_sparsity
@@ -289,7 +289,12 @@ def test_comparison_rows_get_intervals_and_the_figures_draw_them(tmp_path):
     kept = shown.iloc[: len(table)]
     assert ((kept.low <= kept.top1) & (kept.top1 <= kept.high)).all() and shown.low.iloc[-1] != shown.low.iloc[-1]
     fig = plot_accuracy_vs_sparsity(kept, tiers=("b",))
-    assert any(isinstance(c, PolyCollection) for c in fig.axes[0].collections)  # the shaded interval band
+    (bars,) = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]  # the intervals, as error bars
+    spans = sorted((float(seg[:, 1].min()), float(seg[:, 1].max())) for seg in bars.lines[2][0].get_segments())
+    drawn = kept[kept.tier == "b"]
+    expected = sorted((max(100 - 100 * hi, 0.1), max(100 - 100 * lo, 0.1)) for lo, hi in zip(drawn.low, drawn.high))
+    # test error, 100 − top-1: the interval's high end is the low error
+    assert [x for span in spans for x in span] == pytest.approx([x for span in expected for x in span])
     plt.close(fig)
 
 

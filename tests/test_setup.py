@@ -95,7 +95,7 @@ def test_pyproject_contract() -> None:
     data = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert data["project"]["name"] == "fcpts-kit"
     assert data["project"]["scripts"]["fcpts"] == "fcpts.cli:main"
-    assert data["tool"]["setuptools"]["packages"] == ["fcpts"]
+    assert data["tool"]["setuptools"]["packages"] == ["fcpts", "fcpts.notebook"]
     pytest_cfg = data["tool"]["pytest"]["ini_options"]
     assert pytest_cfg["testpaths"] == ["tests"]
     assert any(m.startswith("slow:") for m in pytest_cfg["markers"])

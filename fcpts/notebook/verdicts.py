@@ -1,0 +1,195 @@
+"""Summaries and verdicts: top-1 over seeds with 95 % intervals, and paired "A beats B" verdicts
+(``fcpts.stats``) on the same test images."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import Config
+from ..data import DataBundle
+from ..evaluate import evaluate
+from ..registry import METHODS
+from ..runner import outcome_matrix, paired_over_seeds, read_table
+from ..stats import bootstrap_interval, paired_difference, verdict
+from .session import repo_path
+
+QUALITY_TABLES = {"released": "benchmarks/results/quality_released-histogram.csv",  # benchmarks/quality.py
+                  "kit": "benchmarks/results/quality_kit.csv"}
+RECIPE_DIR = "benchmarks/results/recipe"  # benchmarks/recipe.py: one runner table per recipe variant
+RECIPE_START = ("erk", "b")  # FCPTS's own start, ERK + BN re-estimation, in the "released" table
+
+
+def training_summary(table: pd.DataFrame, coverage: pd.DataFrame | None = None,
+                     targets: Iterable[float] | None = None, outcomes_from: str | os.PathLike | None = None
+                     ) -> pd.DataFrame:
+    """Top-1 per method, start and target over seeds (mean, std, n); one-cycle rows are named by their schedule;
+    with ``coverage``, the mean final coverage of the dynamic-sparse-training rows; with ``outcomes_from`` (the
+    runner's table path), a 95 % interval over seeds and test images (``low``, ``high``; NaN where a row was
+    computed before per-image outcomes were kept)."""
+    rows = table[table["method"] != "dense"].copy()
+    rows["key_method"] = rows["method"]
+    scheduled = rows["method"].str.startswith("prune_train")
+    rows.loc[scheduled, "method"] = rows.loc[scheduled, "schedule"]
+    if targets is not None:
+        rows = rows[rows["target"].round(6).isin([round(float(t), 6) for t in targets])]
+    grouped = rows.groupby(["method", "tier", "target"], sort=False)
+    out = grouped["top1"].agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
+    if outcomes_from is not None:
+        bounds = []
+        for _, group in grouped:
+            try:
+                interval = bootstrap_interval(outcome_matrix(outcomes_from, group.assign(method=group["key_method"])))
+                bounds.append((interval.low, interval.high))
+            except KeyError:
+                bounds.append((float("nan"), float("nan")))
+        out["low"], out["high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    order = {m: k for k, m in enumerate(("fcpts", "one_cycle", "dst-ee", "rigl"))}
+    out = out.sort_values(["target", "method", "tier"], key=lambda c: c.map(order).fillna(9) if c.name == "method"
+                          else c, kind="stable").reset_index(drop=True)
+    if coverage is not None and len(coverage):
+        last = coverage.sort_values("update").groupby(["method", "tier", "target", "seed"]).coverage.last()
+        out = out.merge(last.groupby(["method", "tier", "target"]).mean().rename("coverage").reset_index(),
+                        on=["method", "tier", "target"], how="left")
+    return out
+
+
+def paired_verdicts(table: pd.DataFrame, path: str | os.PathLike, pairs: Iterable[tuple[tuple[str, str],
+                    tuple[str, str]]], targets: Iterable[float]) -> list[str]:
+    """For each target and each pair ((method, tier), (method, tier)) -- one-cycle named by its schedule -- the
+    paired verdict over the seeds both have and the same test images (``fcpts.stats``): "A beats B by x points
+    [low, high]" only when the interval excludes 0, else "within noise". Pairs without outcomes are skipped."""
+    names = {"fcpts": "FCPTS", "one_cycle": "one-cycle", "one_shot": "one-shot", "agp": "AGP", "dst-ee": "DST-EE",
+             "rigl": "RigL"}
+    starts = {"c": "", "finetune": " (from dense)", "scratch": " (scratch)"}
+    rows = table.assign(name=table["method"].where(~table["method"].str.startswith("prune_train"), table["schedule"]))
+    out = []
+    for target in targets:
+        at = rows[(rows["target"] - target).abs() < 1e-9]
+        for a, b in pairs:
+            ra, rb = (at[(at["name"] == m) & (at["tier"] == t)] for m, t in (a, b))
+            found = paired_over_seeds(path, ra, path, rb)
+            if found is None:
+                continue
+            label_a, label_b = names.get(a[0], a[0]) + starts[a[1]], names.get(b[0], b[0]) + starts[b[1]]
+            out.append(f"{target:.0%}, {len(found[1])} seed(s): " + verdict(label_a, label_b, found[0]))
+    return out
+
+
+def _recipe_rows(path: Path, method: str, tier: str, target: float) -> pd.DataFrame:
+    table = read_table(path)
+    if table.empty:
+        return table
+    return table[(table.method == method) & (table.tier == tier) & ((table.target - target).abs() < 1e-9)].sort_values("seed")
+
+
+def recipe_table(folder: str | os.PathLike = RECIPE_DIR, variants: Iterable[str] = ("released", "kit"),
+                 targets: Iterable[float] = (0.5, 0.7, 0.8, 0.9, 0.95)) -> pd.DataFrame:
+    """Per recipe variant (``<folder>/<variant>.csv``, FCPTS rows) and target: top-1 (%) with its 95 % interval over
+    seeds and test images, and the paired difference in points (``vs_start``, ``vs_released``: estimate, low,
+    high, seeds, verdict + better / − worse / ≈ within noise) to FCPTS's start (ERK + BN re-estimation) and to
+    the released recipe, over the seeds both ran. The start itself is the variant "start"."""
+    folder = repo_path(folder)
+    base = folder / "released.csv"
+    records = []
+    for variant in ["start", *variants]:
+        path = base if variant == "start" else folder / f"{variant}.csv"
+        if not path.exists():
+            continue
+        for target in targets:
+            rows = _recipe_rows(path, *(RECIPE_START if variant == "start" else ("fcpts", "c")), target)
+            rows = rows.drop_duplicates("seed", keep="last")  # a row recomputed later replaces the older one
+            if rows.empty:
+                continue
+            top1 = bootstrap_interval(outcome_matrix(path, rows))
+            selected = rows["selected"].fillna("-") if "selected" in rows else pd.Series(["-"] * len(rows))
+            record = dict(variant=variant, target=target, seeds=len(rows), top1=100 * top1.estimate,
+                          top1_low=100 * top1.low, top1_high=100 * top1.high, wall_time=rows.wall_time.mean(),
+                          start_chosen=int((selected == "start").sum()))
+            others = {"start": _recipe_rows(base, *RECIPE_START, target), "released": _recipe_rows(base, "fcpts", "c", target)}
+            for name, other in others.items():
+                found = None if variant in ("start", name) else paired_over_seeds(path, rows, base, other)
+                if found is None:
+                    continue
+                d, seeds = found
+                record.update({f"vs_{name}": 100 * d.estimate, f"vs_{name}_low": 100 * d.low,
+                               f"vs_{name}_high": 100 * d.high, f"vs_{name}_seeds": len(seeds),
+                               f"vs_{name}_verdict": "+" if d.low > 0 else ("−" if d.high < 0 else "≈")})
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def scored(model: torch.nn.Module, data: DataBundle, config: Config) -> dict[str, Any]:
+    """Test top-1 of ``model`` with its 95 % bootstrap interval over the test images (one run: the images are
+    the only thing resampled), and the per-image outcomes (``correct``) for paired comparisons."""
+    metrics = evaluate(model, data.test, batch_size=config.eval_batch_size, progress=False, per_image=True)
+    interval = bootstrap_interval(np.asarray(metrics["correct"])[None])
+    return dict(top1=metrics["top1"], low=interval.low, high=interval.high, correct=np.asarray(metrics["correct"]))
+
+
+def verdict_line(a: str, b: str, scores: dict[str, dict]) -> str:
+    """The paired verdict of run ``a`` against run ``b`` on the same test images (``scored`` results)."""
+    return verdict(a, b, paired_difference(scores[a]["correct"][None], scores[b]["correct"][None]))
+
+
+def learner_summary(table: pd.DataFrame, targets: Iterable[float] | None = None,
+                    outcomes_from: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Per learner and target, over seeds: sparsity before the projection and top-1 after it (mean, std, n),
+    in percent. "Reaches the target" and "accurate at the target" are separate columns. With ``outcomes_from``
+    (the runner's table path), the top-1's 95 % interval over seeds and test images (NaN where the rows were
+    computed before per-image outcomes were kept)."""
+    rows = table[table["method"].map(lambda m: m in METHODS and METHODS[m].family == "learner")]
+    if targets is not None:
+        rows = rows[rows["target"].round(6).isin([round(float(t), 6) for t in targets])]
+    rows = rows.assign(gap=(rows["sparsity_before_projection"] - rows["target"]).abs())
+    grouped = rows.groupby(["method", "target"], sort=False)
+    out = pd.DataFrame({
+        "seeds": grouped["seed"].nunique(),
+        "S before projection (%)": 100 * grouped["sparsity_before_projection"].mean(),
+        "± (before)": 100 * grouped["sparsity_before_projection"].std(ddof=1),
+        "gap to S* before (points)": 100 * grouped["gap"].mean(),
+        "top-1 after projection (%)": 100 * grouped["top1"].mean(),
+        "± (top-1)": 100 * grouped["top1"].std(ddof=1),
+    })
+    if outcomes_from is not None:
+        bounds = {}
+        for key, group in grouped:
+            try:
+                interval = bootstrap_interval(outcome_matrix(outcomes_from, group))
+                bounds[key] = (100 * interval.low, 100 * interval.high)
+            except KeyError:
+                bounds[key] = (np.nan, np.nan)
+        out["top-1 low (%)"] = [bounds[k][0] for k in out.index]
+        out["top-1 high (%)"] = [bounds[k][1] for k in out.index]
+    return out.reset_index()
+
+
+def fcpts_table(tables: dict[str, str] = QUALITY_TABLES, loop: str = "released/released") -> pd.DataFrame:
+    """FCPTS on the embedded default, per recipe and target, from the committed quality tables: seed 0's top-1
+    and the mean over the seeds with its 95 % interval over seeds and test images (``fcpts.stats``), the same
+    numbers ``benchmarks/results/SUMMARY.md``, the README and ``docs/results.md`` quote. Only rows of the
+    reconstruction loop ``loop`` count."""
+    rows = []
+    for recipe, name in tables.items():
+        path = repo_path(name)
+        table = read_table(path)
+        table = table[(table["method"] == "fcpts") & (table["loop"] == loop)]
+        for target, part in table.groupby("target"):
+            part = part.drop_duplicates("seed", keep="last").sort_values("seed")
+            interval = bootstrap_interval(outcome_matrix(path, part))
+            seed0 = part[part["seed"] == 0]["top1"]
+            rows.append({"recipe": recipe, "target": f"{target:.0%}",
+                         "seed 0": f"{100 * seed0.iloc[0]:.1f}" if len(seed0) else "–",
+                         "mean over seeds [95 % interval]": interval.points(), "seeds": part["seed"].nunique()})
+    return pd.DataFrame(rows).set_index(["recipe", "target"])
+
+
+def schedule_verdicts(current: pd.DataFrame, path: str | os.PathLike) -> list[str]:
+    """FCPTS against every training-aware schedule at every target, paired on the same test images."""
+    schedules = sorted(current.loc[current["method"].str.startswith("prune_train"), "schedule"].unique())
+    targets = sorted(current.loc[current["method"] == "fcpts", "target"].unique())
+    return paired_verdicts(current, path, [(("fcpts", "c"), (s, "finetune")) for s in schedules], targets)
