@@ -20,8 +20,8 @@ METHOD_COLORS = {
     "dense": "#333333", "fcpts": "#d62728", "fcpts-ste": "#ff7f0e", "fcpts-released": "#d62728",
     "uniform": "#1f77b4", "global": "#2ca02c", "erk": "#9467bd", "lamp": "#8c564b", "pot": "#e377c2",
     "one_shot": "#7f7f7f", "iterative": "#bcbd22", "agp": "#17becf", "one_cycle": "#aec7e8", "paper": "#000000",
-    "unipts": "#7f3c8d", "str": "#1f77b4", "probmask": "#2ca02c", "dsa": "#9467bd",
-    "dsa-style": "#9467bd",  # plot_allocation colours a curve by the first word of its label
+    "unipts": "#7f3c8d", "str": "#1f77b4", "probmask": "#2ca02c", "dsa": "#e377c2",
+    "dsa-style": "#e377c2",  # plot_allocation colours a curve by the first word of its label
     "dst-ee": "#2ca02c", "rigl": "#8c564b",
 }
 

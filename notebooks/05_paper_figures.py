@@ -52,11 +52,14 @@ print(f"results from {run.results} (falling back to data/), figures to {run.figu
 # Every file name ends in `_<tag>`, here `<model>_<dataset>`.
 
 # %%
+import matplotlib.pyplot as plt
+
 dataset = nb.settings(globals())["dataset"]
 written, missing = [], []
 for kind in nb.FIGURES:
     paths = nb.draw(kind, run.tag, run.results, run.figures, dataset=dataset, target=target)
     (written if paths else missing).append(nb.figure_name(kind, run.tag))
+    plt.close("all")  # saved, not shown: each figure is explained in the notebook that makes it
 print(f"{len(written)} figures written (PNG and PDF)")
 if missing:
     print("not drawn, their result files are missing (run notebooks 01-04 in the same mode):", ", ".join(missing))
@@ -91,11 +94,7 @@ top1.pivot_table(index=["model", "weights", "method", "reconstruction"], columns
 # dense model, never absolute top-1 across sources.
 
 # %%
-from IPython.display import Image
-
-shown = [p for p in nb.draw("published_vs_kit", run.tag, run.results, run.figures, dataset=dataset, target=target)
-         if p.suffix == ".png"]
-Image(filename=str(shown[0])) if shown else print("not drawn: no comparison table yet")
+nb.draw("published_vs_kit", run.tag, run.results, run.figures, dataset=dataset, target=target);
 
 # %% [markdown]
 # Points lost from the dense model, higher on the page is better. On the left, ImageNet as published: uniform

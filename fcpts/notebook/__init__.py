@@ -27,7 +27,7 @@ Nothing here is part of the method; the method lives in the rest of the package.
 """
 from .session import (REFERENCE_DIR, SHARED_PARAMETERS, Session, Timer, describe, duration, environment,
                     fresh_calibration, load_model, make_config, mode_settings, readable_path, session, settings, repo_path, result_path, run_tag,
-                    setup, time_fcpts_step)
+                    setup)
 from .tables import (SWEEP_TARGETS, comparison, comparison_grid, describe_table, current_rows, history_frame, interval_pivot, read_comparison, read_dst,
                      read_learners, resume_comparison, save_json, save_table, with_intervals, working_table)
 from .verdicts import (QUALITY_TABLES, RECIPE_DIR, RECIPE_START, fcpts_table, learner_summary, paired_verdicts,
@@ -40,7 +40,7 @@ __all__ = [
     # setup
     "REFERENCE_DIR", "SHARED_PARAMETERS", "Session", "Timer", "describe", "duration", "environment",
     "fresh_calibration", "load_model", "make_config", "mode_settings", "readable_path", "repo_path", "result_path",
-    "run_tag", "session", "settings", "setup", "time_fcpts_step",
+    "run_tag", "session", "settings", "setup",
     # tables
     "SWEEP_TARGETS", "comparison", "comparison_grid", "describe_table", "current_rows", "history_frame", "interval_pivot", "read_comparison", "read_dst",
     "read_learners", "resume_comparison", "save_json", "save_table", "with_intervals", "working_table",

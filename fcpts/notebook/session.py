@@ -19,7 +19,6 @@ import yaml
 from ..config import Config
 from ..data import REPO_ROOT, CalibrationSubset, DataBundle, load_data
 from ..models import load_model_for
-from ..sparsify import sparsify
 
 SHARED_PARAMETERS = ("mode", "data_root", "target", "seed")  # every notebook's parameters cell starts with these
 REFERENCE_DIR = "data"  # the committed result files
@@ -182,17 +181,3 @@ def duration(seconds: float) -> str:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
-
-def time_fcpts_step(model: torch.nn.Module, data: DataBundle, config: Config,
-                    probe: tuple[int, int] = (2, 5)) -> tuple[float, float]:
-    """(seconds per FCPTS step, seconds of set-up + projection per run) on this machine, from two short
-    ``sparsify`` runs of ``probe`` steps after an untimed one-step warm-up: their difference leaves the fixed
-    costs out."""
-    sparsify(model, fresh_calibration(data), config.target, config.replace(steps=1, progress=False))
-    times = []
-    for steps in probe:
-        with Timer() as timer:
-            sparsify(model, fresh_calibration(data), config.target, config.replace(steps=steps, progress=False))
-        times.append(timer.seconds)
-    per_step = max((times[1] - times[0]) / (probe[1] - probe[0]), times[1] / probe[1] / 4)
-    return per_step, max(times[1] - probe[1] * per_step, 0.0)

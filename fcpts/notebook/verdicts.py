@@ -64,8 +64,8 @@ def paired_verdicts(table: pd.DataFrame, path: str | os.PathLike, pairs: Iterabl
     paired verdict over the seeds both have and the same test images (``fcpts.stats``): "A beats B by x points
     [low, high]" only when the interval excludes 0, else "within noise". Pairs without outcomes are skipped."""
     names = {"fcpts": "FCPTS", "one_cycle": "one-cycle", "one_shot": "one-shot", "agp": "AGP", "dst-ee": "DST-EE",
-             "rigl": "RigL"}
-    starts = {"c": "", "finetune": " (from dense)", "scratch": " (scratch)"}
+             "rigl": "RigL", "global": "global magnitude", "erk": "ERK", "lamp": "LAMP", "pot": "POT-style"}
+    starts = {"finetune": " (from dense)", "scratch": " (scratch)"}  # allocations: their tier
     rows = table.assign(name=table["method"].where(~table["method"].str.startswith("prune_train"), table["schedule"]))
     out = []
     for target in targets:
@@ -75,7 +75,7 @@ def paired_verdicts(table: pd.DataFrame, path: str | os.PathLike, pairs: Iterabl
             found = paired_over_seeds(path, ra, path, rb)
             if found is None:
                 continue
-            label_a, label_b = names.get(a[0], a[0]) + starts[a[1]], names.get(b[0], b[0]) + starts[b[1]]
+            label_a, label_b = (names.get(m, m) + starts.get(t, "" if m == "fcpts" else f" ({t})") for m, t in (a, b))
             out.append(f"{target:.0%}, {len(found[1])} seed(s): " + verdict(label_a, label_b, found[0]))
     return out
 

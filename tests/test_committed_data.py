@@ -1,0 +1,45 @@
+"""One set of numbers: every committed result table rests on one dense model and the current loop, keeps its
+per-image outcomes, and gives FCPTS one value per target, seed and recipe wherever it appears."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fcpts.runner import outcome_matrix, read_table
+
+REPO = Path(__file__).resolve().parents[1]
+RUNNER_TABLES = [REPO / "data" / f"{kind}_digits.csv" for kind in ("comparison", "learners", "dst")]
+QUALITY = REPO / "benchmarks" / "results" / "quality_released-histogram.csv"
+KEY = ["target", "seed"]
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return {path.name: read_table(path) for path in RUNNER_TABLES}
+
+
+def test_one_dense_model_across_the_committed_tables(tables):
+    dense = pd.concat([t[t["method"] == "dense"] for t in tables.values()])
+    assert dense["config_hash"].nunique() == 1 and dense["top1"].nunique() == 1, dense[["config_hash", "top1"]]
+
+
+@pytest.mark.parametrize("path", RUNNER_TABLES, ids=lambda p: p.stem)
+def test_every_row_ran_the_current_loop_and_kept_its_outcomes(path, tables):
+    table = tables[path.name]
+    assert not table["loop"].astype(str).str.startswith("legacy").any(), "rows of the earlier loop are left"
+    assert outcome_matrix(path, table).shape == (len(table), int(table["n_test"].iloc[0]))
+
+
+def test_fcpts_has_one_value_per_target_and_seed_everywhere(tables):
+    quality = read_table(QUALITY)
+    reference = quality[(quality["method"] == "fcpts") & (quality["loop"] == "released/released")]
+    reference = reference.set_index(KEY)["top1"]
+    for name, table in tables.items():
+        rows = table[table["method"] == "fcpts"].set_index(KEY)["top1"]
+        assert len(rows) and (rows == reference.loc[rows.index]).all(), name
+    summary = pd.read_csv(REPO / "data" / "fcpts_summary_resnet50_digits.csv")
+    released = summary[summary["run"] == "FCPTS-released"].iloc[0]
+    assert round(released["top1"], 6) == round(reference.loc[(released["target"], 0)], 6)
+    dense = tables["comparison_digits.csv"]
+    assert round(summary[summary["run"] == "dense"]["top1"].iloc[0], 6) == \
+        round(dense[dense["method"] == "dense"]["top1"].iloc[0], 6)
