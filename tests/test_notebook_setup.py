@@ -23,7 +23,7 @@ def test_setup_takes_the_mode_and_the_namespace_overrides_it(capsys):
         (ci["model"], ci["batch_size"], ci["progress"], ci["image_size"]) == ("resnet50", 32, False, 32)
     assert len(data.calib) == 64
     assert isinstance(run, nb.Session) and run.mode == "ci" and run.tag == "resnet50_digits" == nb.run_tag(config)
-    assert run.max_new_runs == ci["max_new_runs"] == 2
+    assert run.max_new_runs == ci["max_new_runs"] == 1
     assert run.results == REPO_ROOT / "build/test_notebook_setup" and run.figures == REPO_ROOT / ci["figures_dir"]
     assert REPO_ROOT == REPO and all(p.is_relative_to(REPO) for p in (run.results, run.figures))
     assert not run.results.exists(), "setup only computes where results go"
