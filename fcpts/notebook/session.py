@@ -91,9 +91,10 @@ def settings(namespace: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def session(namespace: Mapping[str, Any]) -> Session:
-    """Where a notebook run writes, without loading data (the figure notebook)."""
-    values = settings(namespace)
+def session(namespace: Mapping[str, Any], values: dict[str, Any] | None = None) -> Session:
+    """Where a notebook run writes, without loading data (the figure notebook); ``values``: its ``settings`` when
+    the caller has them already."""
+    values = settings(namespace) if values is None else values
     return Session(mode=namespace.get("mode", "quick"),
                    results=repo_path(values.get("results_dir", "results/notebooks")),
                    figures=repo_path(values.get("figures_dir", "results/notebooks/figures")),
@@ -120,7 +121,7 @@ def setup(namespace: Mapping[str, Any]) -> tuple[Config, DataBundle, Session]:
     data = load_data(config)  # checks the dataset first: a missing or malformed ImageNet stops here
     print(describe(config, data))
     print("environment:", environment())
-    return config, data, session(namespace)
+    return config, data, session(namespace, values)
 
 
 def load_model(config: Config, num_classes: int, progress: bool | None = None) -> tuple[torch.nn.Module, dict]:
