@@ -5,8 +5,8 @@ wall time, CPU time and peak resident memory (``resource.getrusage(RUSAGE_CHILDR
 is this script's only child, so that is the demo's own peak), the table the demo printed, and whether the
 embedded dense checkpoint was already cached (if not, the time includes training it, ~minutes).
 
-    python benchmarks/demo_time.py                      # -> benchmarks/results/demo_time.json
-    python benchmarks/demo_time.py --threads 2 -- --targets 0.8 0.9
+    python -m benchmarks.demo_time                      # -> benchmarks/results/demo_time.json
+    python -m benchmarks.demo_time --threads 2 -- --targets 0.8 0.9
 
 Anything after ``--`` is passed on to ``fcpts demo``.
 """
@@ -22,11 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks._common import RESULTS, embedded_checkpoint_path, envelope, loadavg, write_json  # noqa: E402
+from benchmarks._common import RESULTS, ROOT, embedded_checkpoint_path, envelope, loadavg, write_json
 
 OUT = RESULTS / "demo_time.json"
 

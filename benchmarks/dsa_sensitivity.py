@@ -7,25 +7,20 @@ DSA-style on the embedded default with one setting changed at a time, one runner
 includes the options, so separate files keep the settings apart), and prints the sparsity before the
 projection and the top-1 after it beside the default's row from ``data/learners_digits.csv``.
 
-    python benchmarks/dsa_sensitivity.py --threads 1                  # ρ 0.1 and 10, bn_mode=eval at 80 %
-    python benchmarks/dsa_sensitivity.py --settings alpha_lr=0.1 --targets 0.9
+    python -m benchmarks.dsa_sensitivity --threads 1                  # ρ 0.1 and 10, bn_mode=eval at 80 %
+    python -m benchmarks.dsa_sensitivity --settings alpha_lr=0.1 --targets 0.9
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import pandas as pd
+import yaml
 
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-
-from benchmarks._common import RESULTS, set_threads  # noqa: E402
-from fcpts import Config, runner  # noqa: E402
-from fcpts.dsa import DsaConfig  # noqa: E402
+from benchmarks._common import RESULTS, set_threads
+from fcpts import Config, runner
+from fcpts.dsa import DsaConfig
 
 SETTINGS = ("rho=0.1", "rho=10", "bn_mode=eval")
 

@@ -13,8 +13,8 @@ N counts every Conv2d/Linear weight (method.md §1; ViT attention's packed ``in_
 and is neither pruned nor counted). The zero target is recomputed here from the model, independently of
 the library's ``zero_budget``.
 
-    python benchmarks/exact_control.py                                   # all archs, all targets
-    python benchmarks/exact_control.py --archs resnet18 vit_tiny32 --targets 0.5 0.9
+    python -m benchmarks.exact_control                                   # all archs, all targets
+    python -m benchmarks.exact_control --archs resnet18 vit_tiny32 --targets 0.5 0.9
 
 Resumable: rows already in the output (same arch, target and settings) are kept and not recomputed.
 """
@@ -24,21 +24,16 @@ import argparse
 import copy
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from benchmarks._common import RESULTS, envelope, set_threads, write_json  # noqa: E402
-from fcpts import Config, ThresholdSparsifier, controllable_loss, project_masks, sparsify, uniform_allocation  # noqa: E402
-from fcpts.masking import all_weight_layers, count_zeros, unparametrize  # noqa: E402
+from benchmarks._common import RESULTS, envelope, set_threads, write_json
+from fcpts import Config, ThresholdSparsifier, controllable_loss, project_masks, sparsify, uniform_allocation
+from fcpts.masking import all_weight_layers, count_zeros, unparametrize
 
 DEFAULT_ARCHS = ("resnet18", "resnet50", "mobilenet_v2", "regnet_x_400mf", "vgg11_bn", "vit_tiny32")
 DEFAULT_TARGETS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)

@@ -2,11 +2,11 @@
 
 Self-contained (torch + fcpts only); run it on a machine with a CUDA device:
 
-    python benchmarks/gpu.py --out benchmarks/results/gpu.json
-    python benchmarks/gpu.py --channels-last --out benchmarks/results/gpu_channels_last.json
-    python benchmarks/gpu.py --device cpu --steps 2 --image-size 32 --batch-size 4 --out /tmp/gpu_smoke.json
-    python benchmarks/gpu.py --nproc 8 --variants fcpts --out benchmarks/results/gpu_ddp8.json   # 1 vs 8 GPUs
-    python benchmarks/gpu.py --device cpu --nproc 2 --variants fcpts --steps 20 --image-size 32 \
+    python -m benchmarks.gpu --out benchmarks/results/gpu.json
+    python -m benchmarks.gpu --channels-last --out benchmarks/results/gpu_channels_last.json
+    python -m benchmarks.gpu --device cpu --steps 2 --image-size 32 --batch-size 4 --out /tmp/gpu_smoke.json
+    python -m benchmarks.gpu --nproc 8 --variants fcpts --out benchmarks/results/gpu_ddp8.json   # 1 vs 8 GPUs
+    python -m benchmarks.gpu --device cpu --nproc 2 --variants fcpts --steps 20 --image-size 32 \
         --out benchmarks/results/gpu_ddp_cpu.json                     # the 2-process gloo overhead on a CPU
 
 What it measures, in one process, on synthetic data (a seeded 1,024-image calibration tensor, random
@@ -36,16 +36,13 @@ import copy
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from benchmarks._common import ROOT
 
 VARIANTS = ("fcpts", "masked_kd", "dense_train")
 
@@ -107,7 +104,7 @@ def plain_loop(kind: str, model, calib, target, config, device, steps: int) -> d
     """``masked_kd`` or ``dense_train`` over the same calibration stream as sparsify, ``steps`` steps."""
     from fcpts import erk_allocation, kd_loss, magnitude_masks
     from fcpts.calibration import CalibrationStream
-    from fcpts.sparsify import _optimizer, lr_at
+    from fcpts.sparsify import build_optimizer, lr_at
 
     _reset_peak(device)
     student = copy.deepcopy(model).to(device)
@@ -122,7 +119,7 @@ def plain_loop(kind: str, model, calib, target, config, device, steps: int) -> d
                 modules[name].weight.mul_(mask)
                 masked.append((modules[name], mask))
     student.train()
-    optimizer = _optimizer(student, [], config)
+    optimizer = build_optimizer(student, [], config)
     stream = CalibrationStream(calib, config.batch_size, config.seed, config.num_workers)
     warmup = stream.batches_per_pass
     generator = torch.Generator().manual_seed(0)

@@ -7,27 +7,21 @@ exactly what the learner adds: STR's soft threshold, ProbMask's concrete noise +
 ERK start) and the final projection cancel out; the methods are interleaved, and the median of ``repeats`` is
 kept, so load from other processes spreads over all of them alike.
 
-    python benchmarks/learners.py --threads 1            # -> benchmarks/results/learners_speed.json
+    python -m benchmarks.learners --threads 1            # -> benchmarks/results/learners_speed.json
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
+from benchmarks._common import RESULTS, dense_resnet50, envelope, set_threads, write_json
+from fcpts import Config
+from fcpts.registry import METHODS, RunContext, RunSpec, names
 
-from benchmarks._common import RESULTS, dense_resnet50, envelope, set_threads, write_json  # noqa: E402
-from fcpts import Config  # noqa: E402
-from fcpts.registry import LEARNERS, METHODS, RunContext, RunSpec  # noqa: E402
-
-METHOD_NAMES = ("fcpts",) + LEARNERS
+METHOD_NAMES = tuple(names(role="proposed", default=True) + names(family="learner", role="competitor"))
 
 
 def step_costs(model: torch.nn.Module, data, config: Config, methods=METHOD_NAMES, short: int = 2,
@@ -47,7 +41,8 @@ def step_costs(model: torch.nn.Module, data, config: Config, methods=METHOD_NAME
                 METHODS[name].run(ctx, RunSpec(name, "c", "-", target, config.seed))
                 walls.append(time.perf_counter() - tic)
             samples[name].append((walls[1] - walls[0]) / (long - short))
-    base = statistics.median(samples["fcpts"]) if "fcpts" in samples else None
+    fcpts = METHOD_NAMES[0]
+    base = statistics.median(samples[fcpts]) if fcpts in samples else None
     return {name: dict(seconds_per_step=statistics.median(values), samples=values,
                        ratio_to_fcpts=statistics.median(values) / base if base else None)
             for name, values in samples.items()}

@@ -11,8 +11,8 @@ first step. Kinds:
 * ``masked_kd``  -- plain masked KD with the same masks (teacher + student, no thresholds);
 * ``dense_train`` -- a dense cross-entropy training step on the model itself (one copy).
 
-    python benchmarks/memory.py                    # all kinds -> benchmarks/results/memory.json
-    python benchmarks/memory.py --kinds fcpts dense_train --steps 3
+    python -m benchmarks.memory                    # all kinds -> benchmarks/results/memory.json
+    python -m benchmarks.memory --kinds fcpts dense_train --steps 3
 
 ``fcpts demo``'s peak RSS comes from ``benchmarks/demo_time.py`` (same ``ru_maxrss`` source); the summary puts
 it next to these numbers.
@@ -28,11 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks._common import RESULTS, envelope, write_json  # noqa: E402
+from benchmarks._common import RESULTS, ROOT, envelope, write_json
 
 OUT = RESULTS / "memory.json"
 KINDS = ("idle", "fcpts", "sparsify", "masked_kd", "dense_train")
@@ -114,7 +110,7 @@ def child(kind: str, steps: int = 2, image_size: int = 32, batch_size: int = 64,
 def measure(kind: str, steps: int = 2, image_size: int = 32, batch_size: int = 64, model_source: str = "auto",
             threads: int | None = 1, tiny: bool = False, timeout: float = 1800) -> dict:
     """Run ``kind`` in a fresh subprocess and return what it reported."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--steps", str(steps),
+    cmd = [sys.executable, "-m", "benchmarks.memory", "--child", kind, "--steps", str(steps),
            "--image-size", str(image_size), "--batch-size", str(batch_size), "--model-source", model_source]
     if tiny:
         cmd.append("--tiny")

@@ -13,10 +13,10 @@ Resumable and runnable in parts (``--targets``, ``--seeds``, ``--methods``, ``--
 rows already present. Rows of the reference sweep (``data/comparison_digits.csv``) computed with the same
 config hash (same Config, same dense weights, same POT settings) are copied in instead of recomputed.
 
-    python benchmarks/quality.py --estimate                           # what is left and what it would cost
-    python benchmarks/quality.py --targets 0.9 --seeds 0              # one target, one seed, everything
-    python benchmarks/quality.py --methods fcpts --targets 0.8 0.9    # the five FCPTS variants only
-    python benchmarks/quality.py --methods fcpts-ste-kde uniform --tiers b c
+    python -m benchmarks.quality --estimate                           # what is left and what it would cost
+    python -m benchmarks.quality --targets 0.9 --seeds 0              # one target, one seed, everything
+    python -m benchmarks.quality --methods fcpts --targets 0.8 0.9    # the five FCPTS variants only
+    python -m benchmarks.quality --methods fcpts-ste-kde uniform --tiers b c
 
 It needs the cached embedded checkpoint (``python -m fcpts train-dense``); ``--allow-train`` lets the
 runner train it instead.
@@ -29,19 +29,18 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import pandas as pd
+import torch
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks._common import RESULTS, embedded_checkpoint_path, load_dense_model, set_threads  # noqa: E402
-from fcpts import Config  # noqa: E402
-from fcpts.config import KIT_RECIPE  # noqa: E402
-from fcpts.baselines import ALLOCATION_METHODS, TIERS  # noqa: E402
-from fcpts import runner  # noqa: E402
-from fcpts.pot import PotConfig  # noqa: E402
+from benchmarks._common import RESULTS, ROOT, embedded_checkpoint_path, load_dense_model, set_threads
+from fcpts import Config
+from fcpts.config import KIT_RECIPE
+from fcpts.baselines import TIERS
+from fcpts.registry import METHODS as METHODS_BY_NAME
+from fcpts.registry import names
+from fcpts import runner
+from fcpts import table as runner_table
+from fcpts.pot import PotConfig
 
 TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
 SEEDS = (0, 1, 2)
@@ -54,7 +53,9 @@ VARIANTS = {
 }
 BASE = "released-histogram"
 FCPTS_METHODS = tuple(f"fcpts-{v}" for v in VARIANTS)
-METHODS = FCPTS_METHODS + tuple(ALLOCATION_METHODS) + ("dense",)
+ALLOCATION_METHODS = tuple(names(family="allocation"))
+DENSE, FCPTS = names(role="reference")[0], names(role="proposed", default=True)[0]
+METHODS = FCPTS_METHODS + ALLOCATION_METHODS + tuple(names(role="reference"))
 REFERENCE = ROOT / "data" / "comparison_digits.csv"
 KIT_TABLE = ROOT / "benchmarks" / "results" / "recipe" / "kit.csv"
 # Fallback seconds per row (2-core CPU, 1 thread) when no finished row of that kind exists yet to time it by.
@@ -87,11 +88,11 @@ def csv_path(variant: str, out_dir: str | Path = RESULTS) -> Path:
 def config_hashes(config: Config, model: torch.nn.Module, pot_config: PotConfig | None = None) -> dict[str, str]:
     """The runner's row hashes for ``config``: ``base`` (dense, tiers a/b), ``loop`` (FCPTS and tier c: the rows
     that run the reconstruction loop) and ``pot`` (POT tiers a/b), computed the runner's way."""
-    base = runner.config_digest(config, model.eval())
+    base = runner_table.config_digest(config, model.eval())
     pot = PotConfig(device=config.device, progress=False) if pot_config is None else pot_config
     pot_dict = {k: v for k, v in pot.to_dict().items() if k not in ("seed", "device", "progress")}
-    return dict(base=runner.row_hash(base, config, False), loop=runner.row_hash(base, config, True),
-                pot=runner.row_hash(base, config, False, {"pot": pot_dict}))
+    return dict(base=runner_table.row_hash(base, config, False), loop=runner_table.row_hash(base, config, True),
+                pot=runner_table.row_hash(base, config, False, {"pot": pot_dict}))
 
 
 def import_reference(path: Path, reference: Path, hashes: set[str], methods: set[str] | None = None) -> int:
@@ -99,13 +100,13 @@ def import_reference(path: Path, reference: Path, hashes: set[str], methods: set
     (per-image outcomes, ...), into ``path``; rows already there stay as they are."""
     if not reference.exists():
         return 0
-    before = len(runner.read_table(path))
+    before = len(runner_table.read_table(path))
 
     def wanted(row: dict) -> bool:
         return (row["config_hash"] in hashes and row["schedule"] == runner.NONE
                 and (methods is None or row["method"] in methods))
 
-    return len(runner.merge_tables(path, [reference], where=wanted)) - before
+    return len(runner_table.merge_tables(path, [reference], where=wanted)) - before
 
 
 def plan(methods, targets, seeds, tiers) -> dict[str, dict]:
@@ -113,11 +114,11 @@ def plan(methods, targets, seeds, tiers) -> dict[str, dict]:
     jobs = {}
     baselines = [m for m in methods if m in ALLOCATION_METHODS]
     for variant in VARIANTS:
-        fcpts = f"fcpts-{variant}" in methods
+        fcpts = f"{FCPTS}-{variant}" in methods
         is_base = variant == BASE
-        if fcpts or (is_base and (baselines or "dense" in methods)):
+        if fcpts or (is_base and (baselines or DENSE in methods)):
             jobs[variant] = dict(fcpts=fcpts, methods=baselines if is_base else [],
-                                 dense=is_base and "dense" in methods, tiers=list(tiers) if is_base else [])
+                                 dense=is_base and DENSE in methods, tiers=list(tiers) if is_base else [])
     return jobs
 
 
@@ -125,7 +126,7 @@ def remaining(methods, targets, seeds, tiers, out_dir: Path = RESULTS, hashes: d
     """Rows requested but not yet in the variant files (by method/tier/target/seed; config hash if given)."""
     rows = []
     for variant, job in plan(methods, targets, seeds, tiers).items():
-        table = runner.read_table(csv_path(variant, out_dir))
+        table = runner_table.read_table(csv_path(variant, out_dir))
         have = {(r["method"], r["tier"], f"{float(r['target']):.6f}", int(r["seed"]), r["config_hash"])
                 for r in table.to_dict("records")} if len(table) else set()
         have_any = {k[:4] for k in have}
@@ -135,34 +136,34 @@ def remaining(methods, targets, seeds, tiers, out_dir: Path = RESULTS, hashes: d
             key = (method, tier, f"{float(target):.6f}", int(seed))
             if wanted_hashes is None:
                 return key not in have_any
-            kind = "pot" if pot else "loop" if method == "fcpts" or tier == "c" else "base"
+            kind = "pot" if pot else "loop" if method == FCPTS or tier == "c" else "base"
             return key + (wanted_hashes[kind],) not in have
 
         for seed in seeds:
-            if job["dense"] and missing("dense", runner.NONE, 0.0, seed):
-                rows.append(dict(variant=variant, method="dense", tier=runner.NONE, target=0.0, seed=seed))
+            if job["dense"] and missing(DENSE, runner.NONE, 0.0, seed):
+                rows.append(dict(variant=variant, method=DENSE, tier=runner.NONE, target=0.0, seed=seed))
             for target in targets:
-                if job["fcpts"] and missing("fcpts", "c", target, seed):
-                    rows.append(dict(variant=variant, method="fcpts", tier="c", target=target, seed=seed))
+                if job["fcpts"] and missing(FCPTS, "c", target, seed):
+                    rows.append(dict(variant=variant, method=FCPTS, tier="c", target=target, seed=seed))
                 for method in job["methods"]:
                     for tier in job["tiers"]:
-                        if missing(method, tier, target, seed, pot=method == "pot" and tier != "c"):
+                        if missing(method, tier, target, seed, pot=METHODS_BY_NAME[method].tier_b_reuses_a and tier != "c"):
                             rows.append(dict(variant=variant, method=method, tier=tier, target=target, seed=seed))
     return rows
 
 
 def estimate(rows: list[dict], out_dir: Path = RESULTS, reference: Path = REFERENCE) -> dict:
     """Seconds for the remaining rows, from the median wall time of finished rows of the same kind."""
-    finished = [runner.read_table(p) for p in list(Path(out_dir).glob("quality_*.csv")) + [reference] if p.exists()]
+    finished = [runner_table.read_table(p) for p in list(Path(out_dir).glob("quality_*.csv")) + [reference] if p.exists()]
     finished = [t for t in finished if len(t)]
-    table = pd.concat(finished, ignore_index=True) if finished else pd.DataFrame(columns=list(runner.COLUMNS))
+    table = pd.concat(finished, ignore_index=True) if finished else pd.DataFrame(columns=list(runner_table.COLUMNS))
 
     def kind(method, tier):
-        if method == "dense":
+        if method == DENSE:
             return "dense"
-        if method == "fcpts" or tier == "c":
-            return "fcpts" if method == "fcpts" else "c"
-        return "pot" if method == "pot" else tier
+        if method == FCPTS or tier == "c":
+            return "fcpts" if method == FCPTS else "c"
+        return "pot" if METHODS_BY_NAME[method].tier_b_reuses_a else tier
 
     measured: dict[str, list[float]] = {}
     for r in table.to_dict("records"):

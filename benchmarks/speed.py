@@ -18,8 +18,8 @@ variants interleaved (a, b, c, a, b, c, ...), so that load from other processes 
   teacher's logits every step, and what building the cache costs;
 * **cross-check**: the per-step cost of the real ``fcpts.sparsify`` loop, from two runs of different lengths.
 
-    python benchmarks/speed.py                       # writes benchmarks/results/speed.json
-    python benchmarks/speed.py --parts bridge        # one part only (steps components masks bridge cache crosscheck)
+    python -m benchmarks.speed                       # writes benchmarks/results/speed.json
+    python -m benchmarks.speed --parts bridge        # one part only (steps components masks bridge cache crosscheck)
 
 The end-to-end ``fcpts demo`` time is measured by ``benchmarks/demo_time.py`` (run it on a quiet machine).
 """
@@ -29,25 +29,21 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune as torch_prune
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.nn.utils import prune as torch_prune  # noqa: E402
-
-from benchmarks._common import RESULTS, dense_resnet50, envelope, median_times, set_threads, write_json  # noqa: E402
-from fcpts import Bridge, Config, ThresholdSparsifier, controllable_loss, kd_loss  # noqa: E402
-from fcpts.bridge import exact_sparsity  # noqa: E402
-from fcpts.calibration import CalibrationStream  # noqa: E402
-from fcpts.sparsify import _optimizer, _TeacherCache, sparsify, start_allocation, threshold_groups  # noqa: E402
+from benchmarks._common import RESULTS, dense_resnet50, envelope, median_times, set_threads, write_json
+from fcpts import Bridge, Config, ThresholdSparsifier, controllable_loss, kd_loss
+from fcpts.bridge import exact_sparsity
+from fcpts.calibration import CalibrationStream
+from fcpts.learner import threshold_groups
+from fcpts.sparsify import TeacherCache, build_optimizer, sparsify, start_allocation
 
 OUT = RESULTS / "speed.json"
 PARTS = ("steps", "components", "masks", "bridge", "cache", "crosscheck")
@@ -67,7 +63,7 @@ class FcptsStep:
         self.allocation = start_allocation(self.student, target, config)
         self.sparsifier = ThresholdSparsifier.from_config(self.student, self.allocation, config,
                                                            rounding=config.init_rounding)
-        self.optimizer = _optimizer(self.student, threshold_groups(self.sparsifier.threshold_parameters()), config)
+        self.optimizer = build_optimizer(self.student, threshold_groups(self.sparsifier.threshold_parameters()), config)
         self.student.train(config.bn_mode == "train")
         self.history: list[dict] = []
         self.bridge_seconds: list[float] = []  # forward of global_sparsity() + L_c inside each step
@@ -132,7 +128,7 @@ class MaskedKDStep:
                     torch_prune.custom_from_mask(module, "weight", mask)
                 else:
                     module.weight.mul_(mask)
-        self.optimizer = _optimizer(self.student, [], config)
+        self.optimizer = build_optimizer(self.student, [], config)
         self.student.train(config.bn_mode == "train")
 
     def __call__(self, teacher_logits: torch.Tensor | None = None) -> None:
@@ -166,7 +162,7 @@ class DenseStep:
                  kd: bool, copy_model: bool = True):
         self.teacher, self.x, self.y, self.config, self.kd = teacher, x, y, config, kd
         self.student = copy.deepcopy(model) if copy_model else model
-        self.optimizer = _optimizer(self.student, [], config)
+        self.optimizer = build_optimizer(self.student, [], config)
         self.student.train()
 
     def __call__(self) -> None:
@@ -376,7 +372,7 @@ def teacher_cache_times(model: nn.Module, calib, config: Config | None = None, t
     x, idx = next(iter(stream))
     teacher = _teacher(model, config)
     tic = time.perf_counter()
-    cache = _TeacherCache(teacher, stream, torch.device("cpu"))
+    cache = TeacherCache(teacher, stream, torch.device("cpu"))
     build = time.perf_counter() - tic
     recomputed = FcptsStep(model, teacher, x, config, target)
     cached = FcptsStep(model, teacher, x, config.replace(cache_teacher=True), target)

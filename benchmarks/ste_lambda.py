@@ -6,26 +6,21 @@ it (``quality.py``). This script reruns FCPTS with ``gradient="ste"`` on the emb
 λ (``Config.lam``), one CSV per λ (``benchmarks/results/ste_lambda_<λ>.csv``; the runner keys rows by config
 hash, so separate files keep the λ apart), and records the top-1 and the sparsity *before* the projection.
 
-    python benchmarks/ste_lambda.py                                  # λ = 1 10 100 at 80 %, seed 0
-    python benchmarks/ste_lambda.py --lams 10 --targets 0.9 --bridge kde
+    python -m benchmarks.ste_lambda                                  # λ = 1 10 100 at 80 %, seed 0
+    python -m benchmarks.ste_lambda --lams 10 --targets 0.9 --bridge kde
 
 Rows already present are skipped; λ = 1 rows are copied from ``quality_ste-<bridge>.csv`` when they match.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from benchmarks._common import RESULTS, load_dense_model, set_threads  # noqa: E402
-from benchmarks.quality import config_hashes, csv_path, import_reference, variant_config  # noqa: E402
-from fcpts import runner  # noqa: E402
+from benchmarks._common import RESULTS, load_dense_model, set_threads
+from benchmarks.quality import config_hashes, csv_path, import_reference, variant_config
+from fcpts import runner
 
 LAMS = (1.0, 10.0, 100.0)
 

@@ -1,6 +1,6 @@
 """Assemble benchmarks/results/SUMMARY.md from the result files (never from memory): the README includes it.
 
-    python benchmarks/summarize.py            # reads benchmarks/results/*, writes benchmarks/results/SUMMARY.md
+    python -m benchmarks.summarize            # reads benchmarks/results/*, writes benchmarks/results/SUMMARY.md
 
 Each section is written only when its result file exists; a missing one is listed as "not run".
 """
@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
+from benchmarks._common import RESULTS, ROOT
+from fcpts.config import at_target
+from fcpts.registry import names
 
-from benchmarks._common import RESULTS  # noqa: E402
+DENSE, FCPTS = names(role="reference")[0], names(role="proposed", default=True)[0]
 
 # The targets the README reports against.
 TARGET_STEP_RATIO = 1.15  # FCPTS step / plain masked-KD step
@@ -62,7 +61,7 @@ def _verdict(ok: bool | None) -> str:
 def quality_table(results: Path = RESULTS) -> pd.DataFrame:
     """All quality rows, one label per (variant, method, tier); ``path`` and ``has_outcomes`` (whether the row
     kept its per-image outcomes) say where to find them for the paired tests."""
-    from fcpts.runner import SIDE_KEY, read_side, read_table
+    from fcpts.table import SIDE_KEY, read_side, read_table
 
     frames = []
     for path in sorted(results.glob("quality_*.csv")):
@@ -80,9 +79,9 @@ def quality_table(results: Path = RESULTS) -> pd.DataFrame:
 
     def label(r):
         mark = LEGACY_MARK if is_legacy(r) else ""
-        if r["method"] == "fcpts":
+        if r["method"] == FCPTS:
             return VARIANT_LABELS.get(r["variant"], f"FCPTS ({r['variant']})") + mark
-        if r["method"] == "dense":
+        if r["method"] == DENSE:
             return "dense"
         return f"{r['method']} ({r['tier']})" + mark
 
@@ -106,7 +105,7 @@ def current_cells(table: pd.DataFrame) -> pd.DataFrame:
 def cell_interval(rows: pd.DataFrame):
     """Mean top-1 with its 95 % interval over seeds and test images (``fcpts.stats``), or None without outcomes;
     the last row written per seed."""
-    from fcpts.runner import outcome_matrix
+    from fcpts.table import outcome_matrix
     from fcpts.stats import bootstrap_interval
 
     if not rows.has_outcomes.all():
@@ -118,7 +117,7 @@ def cell_interval(rows: pd.DataFrame):
 def paired_verdict(mine: pd.DataFrame, other: pd.DataFrame):
     """(difference interval mine − other, seeds) over the seeds both ran with outcomes; None if they share none.
     Each label's rows live in one result file."""
-    from fcpts.runner import paired_over_seeds
+    from fcpts.table import paired_over_seeds
 
     if mine.empty or other.empty:
         return None
@@ -133,7 +132,7 @@ def _verdicts_at(pruned: pd.DataFrame, lab: str, baselines: list[str], t: float)
     """FCPTS label ``lab`` against every baseline label at target ``t``: paired verdict texts by kind, the
     comparisons by means (same dense model only), and the counts of unpaired and missing cells."""
     out = {k: [] for k in VERDICT_LISTS} | {"unpaired": 0, "missing": 0, "compared": 0, "other_loop": 0}
-    at = (pruned.target - t).abs() < 1e-9
+    at = at_target(pruned.target, t)
     mine = pruned[(pruned.label == lab) & at]
     legacy = lab.endswith(LEGACY_MARK)
     for name in baselines:
@@ -188,14 +187,14 @@ def _verdict_lines(head: str, v: dict, bullet: str) -> list[str]:
 def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     table = quality_table(results)
     if table.empty:
-        return ["## Quality (embedded default)", "", "Not run yet (`python benchmarks/quality.py`)."], {}
+        return ["## Quality (embedded default)", "", "Not run yet (`python -m benchmarks.quality`)."], {}
     table = table[table.config_hash.notna()]
     # the dense top-1 of each generation: rows with per-image outcomes (current dense model) and † rows (earlier)
-    dense_of = {kept: float(part.top1.mean()) for kept, part in table[table.method == "dense"].groupby("has_outcomes")}
+    dense_of = {kept: float(part.top1.mean()) for kept, part in table[table.method == DENSE].groupby("has_outcomes")}
     table = current_cells(table)
-    dense = table[table.method == "dense"].top1
+    dense = table[table.method == DENSE].top1
     dense_mean = float(dense.mean()) if len(dense) else float("nan")
-    pruned = table[table.method != "dense"]
+    pruned = table[table.method != DENSE]
     stats = pruned.groupby(["label", "target"]).top1.agg(["mean", "std", "count"]).reset_index()
     targets = sorted(stats.target.unique())
     labels = sorted(stats.label.unique(), key=lambda s: (not s.startswith("FCPTS"), s))
@@ -211,7 +210,7 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     for lab in labels:
         cells = [lab]
         for t in targets:
-            part = pruned[(pruned.label == lab) & ((pruned.target - t).abs() < 1e-9)]
+            part = pruned[(pruned.label == lab) & (at_target(pruned.target, t))]
             if part.empty:
                 cells.append("–")
                 continue
@@ -236,9 +235,10 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
               "interval; \"beats\" or \"beaten\" only when the interval excludes 0. *Means* (the earlier rule, "
               "for comparison): beaten whenever a baseline's mean is higher, counted only between cells of the "
               "same dense model.", ""]
-    from fcpts.baselines import ALLOCATION_METHODS, TIERS
+    from fcpts.baselines import TIERS
+    from fcpts.registry import names
 
-    expected_baselines = [f"{m} ({t})" for m in ALLOCATION_METHODS for t in TIERS]
+    expected_baselines = [f"{m} ({t})" for m in names(family="allocation") for t in TIERS]
     for lab in [default] + [x for x in fcpts_labels if x != default]:
         found_at = {t: _verdicts_at(pruned, lab, expected_baselines, t) for t in EXPECTED_TARGETS}
         high = [t for t in EXPECTED_TARGETS if t >= QUALITY_FROM - 1e-9]
@@ -249,8 +249,8 @@ def quality_section(results: Path = RESULTS) -> tuple[list[str], dict]:
         lines += _verdict_lines(f"**{lab}** from {QUALITY_FROM:.0%}", pooled, "- ")
         if low:  # outside the target, but every target gets its verdicts
             lines += _verdict_lines("at " + ", ".join(f"{t:.0%}" for t in low), _pooled(found_at, low), "  - ")
-        at90 = stats[(stats.label == lab) & (abs(stats.target - 0.9) < 1e-9)]
-        rows90 = pruned[(pruned.label == lab) & ((pruned.target - 0.9).abs() < 1e-9)]
+        at90 = stats[(stats.label == lab) & (at_target(stats.target, 0.9))]
+        rows90 = pruned[(pruned.label == lab) & (at_target(pruned.target, 0.9))]
         dense90 = dense_of.get(bool(rows90.has_outcomes.all()), float("nan")) if len(rows90) else float("nan")
         if len(at90) and not math.isnan(dense90):
             gap = dense90 - float(at90.iloc[0]["mean"])
@@ -269,7 +269,7 @@ LOOP_VARIANTS = ("released-histogram", "kit")  # the FCPTS variants recomputed w
 def loop_effect(results: Path = RESULTS) -> pd.DataFrame:
     """Per FCPTS variant and target: the released schedule and start (current rows) against the kit's earlier loop
     (‡ rows) on the same seeds and test images: both cells' top-1 with intervals and the paired difference."""
-    from fcpts.runner import outcome_matrix, paired_over_seeds
+    from fcpts.table import outcome_matrix, paired_over_seeds
     from fcpts.stats import bootstrap_interval
 
     table = quality_table(results)
@@ -277,9 +277,9 @@ def loop_effect(results: Path = RESULTS) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for variant in LOOP_VARIANTS:
-        fc = table[(table.method == "fcpts") & (table.variant == variant) & table.has_outcomes]
+        fc = table[(table.method == FCPTS) & (table.variant == variant) & table.has_outcomes]
         for t in EXPECTED_TARGETS:
-            cell = fc[(fc.target - t).abs() < 1e-9]
+            cell = fc[at_target(fc.target, t)]
             legacy = cell.apply(is_legacy, axis=1) if len(cell) else pd.Series(dtype=bool)
             new, old = cell[~legacy], cell[legacy]
             found = None if new.empty or old.empty else paired_over_seeds(
@@ -316,7 +316,7 @@ def loop_section(results: Path = RESULTS) -> tuple[list[str], dict]:
 def exact_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     doc = _load_json(results / "exact_control.json")
     if not doc:
-        return ["## Exact control", "", "Not run yet (`python benchmarks/exact_control.py`)."], {}
+        return ["## Exact control", "", "Not run yet (`python -m benchmarks.exact_control`)."], {}
     rows = pd.DataFrame(doc["results"])
     s = doc["settings"]
     lines = ["## Exact control", "",
@@ -333,7 +333,7 @@ def exact_section(results: Path = RESULTS) -> tuple[list[str], dict]:
         sub = rows[rows.arch == arch]
         cells = [arch, f"{int(sub.n_weights.iloc[0]):,}"]
         for t in targets:
-            r = sub[abs(sub.target - t) < 1e-9]
+            r = sub[at_target(sub.target, t)]
             if r.empty:
                 cells.append("–")
                 continue
@@ -350,7 +350,7 @@ def exact_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     lines += _table(["arch", "N"] + [f"{t:.0%}" for t in targets], table)
     all_exact = bool(rows.exact.all())
     lines += ["", "Cells: steps to within 0.5 % / sparsity (%) before the projection in `fcpts.sparsify` / exact zero count.",
-              f"", f"- exact zero count == round(S*·N) for every architecture and target ({len(rows)} runs): "
+              "", f"- exact zero count == round(S*·N) for every architecture and target ({len(rows)} runs): "
               f"{_verdict(all_exact)}"]
     return lines, {"exact zero count everywhere": all_exact}
 
@@ -439,7 +439,7 @@ def speed_section(results: Path = RESULTS) -> tuple[list[str], dict]:
             lines += [f"- cross-check: the real `fcpts.sparsify` loop costs {cc['per_step_s']:.3f} s per step "
                       f"(median over {cc.get('steps', '?')} steps){extra}"]
     else:
-        lines += ["Not run yet (`python benchmarks/speed.py`)."]
+        lines += ["Not run yet (`python -m benchmarks.speed`)."]
     lines += [""]
     if demo:
         d = demo["results"]
@@ -447,7 +447,7 @@ def speed_section(results: Path = RESULTS) -> tuple[list[str], dict]:
                   f"peak RSS {d['peak_rss_mib']:.0f} MiB (checkpoint cached before: "
                   f"{demo['settings']['checkpoint_cached_before']}; load average {demo['settings'].get('loadavg_before')})"]
     else:
-        lines += ["- `fcpts demo` end to end: not run yet (`python benchmarks/demo_time.py`, on a quiet machine)"]
+        lines += ["- `fcpts demo` end to end: not run yet (`python -m benchmarks.demo_time`, on a quiet machine)"]
     if gpu:
         g, mach = gpu["results"], gpu["machine"]
         s = gpu["settings"]
@@ -464,7 +464,7 @@ def speed_section(results: Path = RESULTS) -> tuple[list[str], dict]:
             lines += ["", "Longer runs cut by the lease's time limit (the released 1,600 steps among them): "
                           "`gpu_h200_log.md`."]
     else:
-        lines += ["- GPU: not run yet (`python benchmarks/gpu.py`, on a CUDA machine)"]
+        lines += ["- GPU: not run yet (`python -m benchmarks.gpu`, on a CUDA machine)"]
     for name in sorted(p.name for p in results.glob("gpu_ddp*.json")):
         ddp_doc = _load_json(results / name)
         r, mach = ddp_doc["results"]["fcpts_ddp"], ddp_doc["machine"]
@@ -494,13 +494,13 @@ def memory_section(results: Path = RESULTS) -> tuple[list[str], dict]:
         if doc.get("ratios"):
             lines += ["", "Ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in doc["ratios"].items())]
     else:
-        lines += ["Not run yet (`python benchmarks/memory.py`)."]
+        lines += ["Not run yet (`python -m benchmarks.memory`)."]
     return lines, {}
 
 
 def ste_lambda_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     """FCPTS with the straight-through gradient against λ (``benchmarks/ste_lambda.py``); empty if not run."""
-    from fcpts.runner import read_table
+    from fcpts.table import read_table
 
     frames = []
     for path in sorted(results.glob("ste_lambda_*_*.csv")):
@@ -517,12 +517,12 @@ def ste_lambda_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     lines = ["## The straight-through gradient against λ", "",
              "FCPTS with `gradient=\"ste\"` on the embedded default and `Config.lam` = λ (the released recipe: 1). "
              "Cells: top-1 (%) / global sparsity before the final projection (%), mean over n seeds "
-             "(`python benchmarks/ste_lambda.py`).", ""]
+             "(`python -m benchmarks.ste_lambda`).", ""]
     rows = []
     for (bridge, lam), group in stats.groupby(["bridge", "lam"]):
         cells = [bridge, f"{lam:g}"]
         for t in targets:
-            g = group[abs(group.target - t) < 1e-9]
+            g = group[at_target(group.target, t)]
             cells.append("–" if g.empty else f"{_fmt(g.iloc[0]['top1'], 1, True)} / "
                          f"{_fmt(g.iloc[0]['before'], 1, True)} (n={int(g.iloc[0]['n'])})")
         rows.append(cells)
@@ -537,21 +537,21 @@ def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) 
     """FCPTS against the allocation learners (``data/learners_digits.csv``) and their step cost
     (``learners_speed.json``); empty when neither exists."""
     from fcpts.notebook import learner_summary
-    from fcpts.registry import DISPLAY_NAMES
-    from fcpts.runner import read_table
+    from fcpts.registry import label
+    from fcpts.table import read_table
 
     lines: list[str] = []
     if table_path.exists():
         table = read_table(table_path)
         summary = learner_summary(table, outcomes_from=table_path)
         if len(summary):
-            dense = table[table.method == "dense"]
+            dense = table[table.method == DENSE]
             lines += ["## Allocation learners under FCPTS's post-training budget", "",
                       f"`{table_path.relative_to(ROOT) if table_path.is_relative_to(ROOT) else table_path}` "
                       "(the runner, embedded default"
                       + (f", dense top-1 {100 * dense.top1.iloc[-1]:.2f} %" if len(dense) else "") + "). "
                       + ("Every learner row ran the kit's earlier loop (‡: ramp then cosine, exact-count start). "
-                         if table[table.method != "dense"].apply(is_legacy, axis=1).all() else "")
+                         if table[table.method != DENSE].apply(is_legacy, axis=1).all() else "")
                       + "Cells: mean ± std over the seeds (n), and top-1's 95 % interval over seeds and test images "
                       "where the rows kept per-image outcomes; S before = the sparsity of the method's own masks "
                       "before the kit's exact projection; top-1 after it.", ""]
@@ -560,7 +560,7 @@ def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) 
                 std = lambda v: "" if pd.isna(v) else f" ± {v:.1f}"
                 low, high = getattr(r, "low", float("nan")), getattr(r, "high", float("nan"))
                 interval = "" if pd.isna(low) else f" [{low:.1f}, {high:.1f}]"
-                rows.append([DISPLAY_NAMES.get(r.method, r.method), f"{r.target:.0%}", r.seeds,
+                rows.append([label(r.method), f"{r.target:.0%}", r.seeds,
                              f"{r[3]:.1f}{std(r[4])}", f"{r[5]:.1f}", f"{r[6]:.1f}{std(r[7])}{interval}"])
             lines += _table(["method", "target", "n", "S before (%)", "gap to S* (points)", "top-1 after (%)"], rows)
     frames = []
@@ -582,7 +582,7 @@ def learners_section(results: Path = RESULTS, table_path: Path = LEARNER_TABLE) 
         lines += ["", "Step cost against FCPTS's step, measured in one process (`benchmarks/learners.py`; "
                   f"{speed['settings']['model']}, {speed['settings']['threads']} thread(s), load {m.get('loadavg')}):", ""]
         lines += _table(["method", "s / step", "× FCPTS step"],
-                        [[DISPLAY_NAMES.get(k, k), f"{v['seconds_per_step']:.3f}", f"{v['ratio_to_fcpts']:.2f}"]
+                        [[label(k), f"{v['seconds_per_step']:.3f}", f"{v['ratio_to_fcpts']:.2f}"]
                          for k, v in speed["results"].items()])
     return lines, {}
 
@@ -592,7 +592,7 @@ def recipe_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     recipe, and whether the kit recipe is ever significantly below its start or below the released recipe."""
     from benchmarks.recipe import all_variants, markdown
     from fcpts.notebook import recipe_table
-    from fcpts.runner import read_table
+    from fcpts.table import read_table
 
     folder = results / "recipe"
     if not folder.is_dir():
@@ -601,7 +601,7 @@ def recipe_section(results: Path = RESULTS) -> tuple[list[str], dict]:
     if summary.empty:
         return [], {}
     legacy = all(is_legacy(r) for path in folder.glob("*.csv") for r in read_table(path).to_dict("records")
-                 if r.get("method") == "fcpts")
+                 if r.get("method") == FCPTS)
     lines = ["## The quick recipe against its own start (`benchmarks/recipe.py`)", ""] + \
         (["Every FCPTS row of this ablation ran the kit's earlier loop (‡: ramp then cosine, exact-count start); the "
           "released schedule and start are compared with it in the section above.", ""] if legacy else []) + [
@@ -629,7 +629,7 @@ def build_summary(results: Path = RESULTS) -> str:
             sections.append("\n".join(lines))
         checks.update(ok)
     head = ["# Benchmarks: measured results", "",
-            "Generated by `python benchmarks/summarize.py` from the files in `benchmarks/results/`; do not edit by hand.", ""]
+            "Generated by `python -m benchmarks.summarize` from the files in `benchmarks/results/`; do not edit by hand.", ""]
     if checks:
         def status(value):
             ok, missing = value if isinstance(value, tuple) else (value, 0)

@@ -8,12 +8,12 @@ from .allocation import (ALLOCATIONS, allocate, apply_masks, erk_allocation, exa
 from .bridge import Bridge, exact_sparsity, histogram_density, kde_density
 from .calibration import CalibrationStream, recalibrate_bn
 from .config import Config, check_target
-from . import pot  # noqa: F401  (registers the "pot" allocation in ALLOCATIONS)
 from .masking import (ThresholdMask, ThresholdSparsifier, count_zeros, prunable_layers,
                       weight_sparsity_table)
 from .objective import controllable_loss, kd_loss
 from .projection import project_masks
-from .sparsify import FcptsLearner, Learner, SparsifyResult, learn_allocation, sparsify
+from .learner import FcptsLearner, Learner
+from .sparsify import SparsifyResult, learn_allocation, sparsify
 from .learners import ProbMaskConfig, ProbMaskLearner, StrConfig, StrLearner
 from .dsa import DsaConfig, DsaLearner
 

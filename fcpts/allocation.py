@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import check_target
-from .masking import all_weight_layers, prunable_layers
+from .masking import all_weight_layers, lowest_k_mask, prunable_layers
 
 
 def zero_budget(model: nn.Module, target: float, include=("*",), exclude=()) -> tuple[dict[str, nn.Module], int]:
@@ -67,12 +67,11 @@ def uniform_allocation(model: nn.Module, target: float, include=("*",), exclude=
     return _as_allocation(exact_counts({n: share for n in numels}, numels, zeros), numels)
 
 
-def _global_score_allocation(layers: dict[str, nn.Module], zeros: int, scores: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Prune the ``zeros`` lowest scores over all layers at once; return the per-layer fractions."""
+def global_score_allocation(layers: dict[str, nn.Module], zeros: int, scores: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Prune the ``zeros`` lowest scores over all layers at once (``masking.lowest_k``: ties by position, earlier
+    layers first); return the per-layer fractions."""
     flat = torch.cat([scores[n].flatten() for n in layers])
-    pruned = torch.zeros(flat.numel(), dtype=torch.bool)
-    if zeros > 0:
-        pruned[torch.topk(flat, zeros, largest=False).indices] = True
+    pruned = lowest_k_mask(flat, zeros)
     counts, start = {}, 0
     for n, m in layers.items():
         size = m.weight.numel()
@@ -85,14 +84,14 @@ def _global_score_allocation(layers: dict[str, nn.Module], zeros: int, scores: d
 def global_magnitude_allocation(model: nn.Module, target: float, include=("*",), exclude=()) -> dict[str, float]:
     """One |w| threshold over all selected weights (``prune.global_unstructured`` with L1)."""
     layers, zeros = zero_budget(model, target, include, exclude)
-    return _global_score_allocation(layers, zeros, {n: m.weight.detach().abs().float().cpu() for n, m in layers.items()})
+    return global_score_allocation(layers, zeros, {n: m.weight.detach().abs().float().cpu() for n, m in layers.items()})
 
 
 @torch.no_grad()
 def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
     """LAMP (Lee et al. 2021): w_u^2 / Σ_{v >= u} w_v^2 over the layer's weights sorted ascending by |w|."""
     sq = weight.detach().float().cpu().flatten().pow(2)
-    sorted_sq, order = torch.sort(sq)
+    sorted_sq, order = torch.sort(sq, stable=True)  # equal |w|: the earlier weight scores lower (``lowest_k``'s rule)
     tail = sorted_sq.flip(0).cumsum(0).flip(0)  # Σ over this and every larger weight
     scores = torch.empty_like(sq)
     scores[order] = sorted_sq / tail.clamp_min(torch.finfo(torch.float32).tiny)
@@ -103,7 +102,7 @@ def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
 def lamp_allocation(model: nn.Module, target: float, include=("*",), exclude=()) -> dict[str, float]:
     """Keep the globally top-scored weights under the LAMP score."""
     layers, zeros = zero_budget(model, target, include, exclude)
-    return _global_score_allocation(layers, zeros, {n: lamp_scores(m.weight) for n, m in layers.items()})
+    return global_score_allocation(layers, zeros, {n: lamp_scores(m.weight) for n, m in layers.items()})
 
 
 def erk_densities(shapes: dict[str, tuple[int, ...]], budget: float, gamma: float = 1.0) -> dict[str, float]:
@@ -177,28 +176,27 @@ ALLOCATIONS = {
 
 
 def allocate(method: str, model: nn.Module, target: float, include=("*",), exclude=(), **kwargs) -> dict[str, float]:
-    """Dispatch by name: uniform, global, erk, lamp (and any method registered in ``ALLOCATIONS``)."""
+    """Dispatch by name: uniform, global, erk, lamp (``fcpts.baselines.ALLOCATIONS`` adds POT's)."""
     if method not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {method!r}; choose one of {', '.join(ALLOCATIONS)}")
     return ALLOCATIONS[method](model, target, include, exclude, **kwargs)
 
 
 @torch.no_grad()
-def magnitude_masks(model: nn.Module, allocation: dict[str, float]) -> dict[str, torch.Tensor]:
+def magnitude_masks(model: nn.Module, allocation: dict[str, float], ties: str = "index") -> dict[str, torch.Tensor]:
     """Per-layer 0/1 masks that remove exactly round(S_l n_l) smallest-|w| weights of each layer.
 
-    Uses ``torch.topk(..., largest=False)`` like ``torch.nn.utils.prune.l1_unstructured``, so ties break the
-    same way and the masks are identical to torch's.
+    The same sets as ``torch.nn.utils.prune.l1_unstructured`` (and, with ``global_magnitude_allocation``,
+    ``prune.global_unstructured``) wherever |w| has no ties at the cut. Ties follow the kit's one rule
+    (``masking.lowest_k``: by position, lowest index dropped first), where torch's ``topk`` leaves the order of
+    equal values unspecified.
     """
     layers = dict(model.named_modules())
     masks = {}
     for name, sparsity in allocation.items():
         w = layers[name].weight.detach()
         k = int(round(sparsity * w.numel()))
-        mask = torch.ones(w.numel(), dtype=w.dtype, device=w.device)
-        if k > 0:
-            mask[torch.topk(w.abs().flatten(), k, largest=False).indices] = 0
-        masks[name] = mask.reshape(w.shape)
+        masks[name] = (~lowest_k_mask(w.abs(), k, ties=ties)).to(w.dtype)
     return masks
 
 

@@ -15,18 +15,26 @@ The input model is never modified.
 """
 from __future__ import annotations
 
+import inspect
 import time
 
 from torch import nn
 
-from .allocation import ALLOCATIONS, allocate, masked_copy
+from .allocation import ALLOCATIONS as MAGNITUDE_ALLOCATIONS
+from .allocation import masked_copy
 from .calibration import recalibrate_bn
 from .config import Config, check_target
+from .evaluate import resolve_device
+from .guards import check_final_outputs
 from .masking import check_finite, count_zeros, prunable_layers, weight_sparsity_table
-from .pot import PotConfig, pot_prune
-from .sparsify import resolve_device, sparsify
+from .pot import PotConfig, pot_allocation, pot_prune
+from .sparsify import sparsify
 
-ALLOCATION_METHODS = ("uniform", "global", "erk", "lamp", "pot")
+# Every allocation a baseline row can use: the magnitude allocations of ``fcpts.allocation`` and POT's.
+ALLOCATIONS = {**MAGNITUDE_ALLOCATIONS, "pot": pot_allocation}
+ALLOCATION_METHODS = tuple(ALLOCATIONS)
+# Allocations whose tiers a/b are a method of their own, not magnitude masks (POT: correction + calibration).
+PRUNERS = {"pot": pot_prune}
 TIERS = ("a", "b", "c")
 TIER_NAMES = {"a": "masks only", "b": "masks + BN re-estimation", "c": "masks + FCPTS reconstruction (frozen thresholds)"}
 
@@ -35,8 +43,9 @@ def baseline_allocation(model: nn.Module, target: float, method: str, config: Co
     """``{layer: sparsity}`` of one allocation method under ``config.include/exclude``."""
     if method not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {method!r}; choose one of {', '.join(ALLOCATIONS)}")
-    kwargs = dict(gamma=config.erk_gamma) if method == "erk" else {}
-    return allocate(method, model, target, config.include, config.exclude, **kwargs)
+    allocate = ALLOCATIONS[method]
+    kwargs = dict(gamma=config.erk_gamma) if "gamma" in inspect.signature(allocate).parameters else {}
+    return allocate(model, target, config.include, config.exclude, **kwargs)
 
 
 def prune_baseline(model: nn.Module, calibration_data, target: float, method: str, tier: str,
@@ -65,9 +74,10 @@ def prune_baseline(model: nn.Module, calibration_data, target: float, method: st
                     init_allocation=allocation, selection=result.selection,
                     selected=result.selection["chosen"] if result.selection else "-")
     else:
-        if method == "pot":
+        if method in PRUNERS:
             pot_config = pot_config or PotConfig(seed=config.seed, device=config.device, progress=config.progress)
-            pruned, pot_info = pot_prune(model, calibration_data, target, pot_config, config.include, config.exclude)
+            pruned, pot_info = PRUNERS[method](model, calibration_data, target, pot_config, config.include,
+                                               config.exclude)
             info.update(steps=pot_info["steps"], calibration=pot_info["calibration"])
         else:
             pruned = masked_copy(model, baseline_allocation(model, target, method, config), device)
@@ -84,4 +94,9 @@ def prune_baseline(model: nn.Module, calibration_data, target: float, method: st
         # Frozen thresholds are not frozen masks: weights cross them while training, then the projection
         # restores the exact count. How far the returned per-layer sparsities moved from the allocation:
         info["allocation_drift"] = max(abs(info["allocation"][n] - s) for n, s in info["init_allocation"].items())
+    hint = ("lower Config.base_lr or set Config.grad_clip (e.g. 5.0)" if tier == "c"
+            else f"lower PotConfig.lr (now {pot_config.lr})" if method in PRUNERS
+            else "check the dense model and the calibration inputs")
+    check_final_outputs(pruned, calibration_data, f"{method} tier {tier}", target, info["steps"],
+                        batch_size=config.batch_size, hint=hint)
     return pruned, info

@@ -1,9 +1,11 @@
-"""The ``fcpts`` command: ``demo`` (the embedded default), ``run`` (any model, full mode), ``train-dense``.
+"""The ``fcpts`` command: ``demo`` (the embedded default), ``run`` (any model, full mode), ``sweep`` (a comparison
+table, ``fcpts.runner``), ``train-dense``.
 
     fcpts demo                                   # digits + the kit's ResNet-50, FCPTS vs uniform/global
     fcpts run --config params/full.yaml          # the released recipe on ImageNet
     fcpts run --config params/full.yaml --recipe kit   # ... with the kit's options (held-out selection)
     fcpts run --model resnet50 --weights IMAGENET1K_V1 --data /path/to/imagenet --target 0.8 --calib 1024
+    fcpts sweep --methods uniform erk --targets 0.8 0.9 --out results/sweep.csv   # resumable comparison table
     fcpts train-dense                            # (re)build the embedded dense checkpoint
 
 Every option maps onto one field of ``fcpts.Config``; ``--set field=value`` reaches any other field.
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,20 +23,22 @@ from pathlib import Path
 import torch
 import yaml
 
-from .baselines import prune_baseline
 from . import distributed
 from .config import KIT_RECIPE, RECIPES, Config
 from .data import REPO_ROOT, load_data
 from .evaluate import evaluate, resolve_device
+from .guards import DivergedError
 from .masking import count_zeros, weight_sparsity_table
-from .models import load_embedded_model, load_model_for
-from .registry import METHODS, RunContext, RunSpec, get_method, variants
-from .sparsify import SparsifyResult, sparsify
+from .models import load_embedded_model, resolve_dense_model
+from .registry import METHODS, RunContext, RunSpec, get_method, names, variants
+from .sparsify import SparsifyResult
 
 RECIPE_HELP = (f"released: the authors' recipe (the default); kit: the kit's options on top "
                f"({', '.join(f'{k}={v}' for k, v in KIT_RECIPE.items())}; benchmarks/results/recipe_ablation.md)")
 DEMO_TARGETS = (0.8, 0.9)
-DEMO_BASELINES = ("uniform", "global")
+DEMO_BASELINES = ("uniform", "global")  # allocations the demo compares FCPTS with (tier b)
+DEFAULT_METHOD = names(role="proposed", default=True)[0]  # FCPTS with the Config's recipe
+DEBUG_ENV = "FCPTS_DEBUG"  # set to 1: errors keep their traceback
 
 
 def _out_dir(path: str, overwrite: bool) -> Path:
@@ -90,7 +96,7 @@ def check_method(method: str, tier: str | None):
     spec_method = get_method(method)
     if spec_method.family not in ("learner", "allocation"):
         raise ValueError(f"'fcpts run' runs one post-training method (an allocation or a learner); {method!r} is of "
-                         f"the {spec_method.family} family: sweep it with 'python -m fcpts.runner --methods {method}'")
+                         f"the {spec_method.family} family: sweep it with 'fcpts sweep --methods {method}'")
     tier = tier or ("c" if spec_method.family == "learner" else "b")
     allowed = [t for t, _, _ in variants(spec_method)]
     if tier not in allowed:
@@ -98,13 +104,13 @@ def check_method(method: str, tier: str | None):
     return spec_method, tier
 
 
-def run(config: Config, out: Path, progress: bool = True, method: str = "fcpts", tier: str | None = None) -> dict:
+def run(config: Config, out: Path, progress: bool = True, method: str = DEFAULT_METHOD, tier: str | None = None) -> dict:
     """Full mode: load data and model, run one registered post-training method, evaluate, save. Returns the metrics."""
     spec_method, tier = check_method(method, tier)
     start = time.perf_counter()
     data = load_data(config)
     with distributed.main_first():  # under torchrun rank 0 trains or downloads first; the others find the cache
-        model, model_info = load_model_for(config, data.num_classes, progress and distributed.is_main())
+        model, model_info = resolve_dense_model(config, data.num_classes, progress and distributed.is_main())
     distributed.broadcast_(list(model.state_dict().values()))  # rank 0's model everywhere (random init differs)
     dense = evaluate(model, data.test, config.eval_batch_size, config.device, progress, config.num_workers)
     ctx = RunContext(config, model, lambda seed: data, resolve_device(config.device), progress=progress)
@@ -132,23 +138,27 @@ def demo(config: Config, out: Path, targets=DEMO_TARGETS, progress: bool = True)
     from .plotting import plot_allocation, save_figure
 
     data = load_data(config)
-    model, info = load_model_for(config, data.num_classes, progress)
+    model, info = resolve_dense_model(config, data.num_classes, progress)
     dense = evaluate(model, data.test, config.eval_batch_size, config.device, progress=False)
-    rows = [dict(method="dense", target=0.0, achieved_sparsity=0.0, top1=dense["top1"], seconds=0.0)]
+    rows = [dict(method=METHODS[names(role="reference")[0]].display, target=0.0, achieved_sparsity=0.0,
+                 top1=dense["top1"], seconds=0.0)]
     allocations = {}
+    ctx = RunContext(config, model, lambda seed: data, resolve_device(config.device), progress=progress)
+    fcpts = METHODS[DEFAULT_METHOD]
     for target in targets:
-        result = sparsify(model, data.calib, target, config)
+        _, finfo = fcpts.run(ctx, RunSpec(fcpts.name, "c", "-", target, config.seed))
+        result = finfo["result"]
         acc = evaluate(result.model, data.test, config.eval_batch_size, config.device, progress=False)
-        rows.append(dict(method="FCPTS" if result.selection is None else f"FCPTS ({result.selection['chosen']})",
-                         target=target, achieved_sparsity=result.sparsity_after_projection,
+        chosen = "" if result.selection is None else f" ({result.selection['chosen']})"
+        rows.append(dict(method=fcpts.display + chosen, target=target, achieved_sparsity=result.sparsity_after_projection,
                          top1=acc["top1"], seconds=result.wall_time))
-        allocations[target] = {"FCPTS": result.allocation, "ERK (start)": result.init_allocation}
-        for method in DEMO_BASELINES:
-            pruned, binfo = prune_baseline(model, data.calib, target, method, "b", config)
+        allocations[target] = {fcpts.display: result.allocation, "ERK (start)": result.init_allocation}
+        for name in DEMO_BASELINES:
+            pruned, binfo = METHODS[name].run(ctx, RunSpec(name, "b", "-", target, config.seed))
             acc = evaluate(pruned, data.test, config.eval_batch_size, config.device, progress=False)
-            rows.append(dict(method=f"{method}+BN", target=target, achieved_sparsity=binfo["achieved_sparsity"],
+            rows.append(dict(method=f"{name}+BN", target=target, achieved_sparsity=binfo["achieved_sparsity"],
                              top1=acc["top1"], seconds=binfo["wall_time"]))
-            allocations[target][method.capitalize()] = binfo["allocation"]
+            allocations[target][name.capitalize()] = binfo["allocation"]
     summary = dict(config=config.to_dict(), dense_checkpoint=info.get("path"), rows=rows, torch=torch.__version__)
     (out / "demo.json").write_text(json.dumps(summary, indent=1))
     for target, allocs in allocations.items():
@@ -180,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="sparsify any torchvision model (full mode: ImageNet + pretrained weights)")
     r.add_argument("--config", help="YAML file of Config fields (e.g. params/full.yaml)")
-    r.add_argument("--method", default="fcpts", help="a post-training method of fcpts.registry (default fcpts): "
+    r.add_argument("--method", default=DEFAULT_METHOD, help=f"a post-training method of fcpts.registry (default {DEFAULT_METHOD}): "
                    + ", ".join(n for n, m in METHODS.items() if m.family in ("learner", "allocation")))
     r.add_argument("--tier", help="allocations: a (masks), b (+BN re-estimation, default) or c (+reconstruction)")
     r.add_argument("--model")
@@ -202,18 +212,59 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--recipe", choices=RECIPES, default=None, help=RECIPE_HELP + " (default: the --config file's)")
     r.add_argument("--quiet", action="store_true")
 
+    sub.add_parser("sweep", help="a resumable comparison table: methods x targets x seeds (fcpts sweep --help)",
+                   add_help=False)
     t = sub.add_parser("train-dense", help="train (or verify) the embedded dense ResNet-50 on digits")
     t.add_argument("--retrain", action="store_true", help="train again even if a valid checkpoint exists")
+    for p in (d, r, t):
+        p.add_argument("--debug", action="store_true",
+                       help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
     return parser
 
 
+def expected_failure(exc: BaseException) -> str | None:
+    """What to print for a failure the user can act on, or None for a bug (whose traceback is kept).
+
+    Expected: bad input (ValueError: a target outside (0, 1), an unavailable device, a corrupt image ...), a
+    missing file or a full disk (OSError), a run that diverged (FloatingPointError, DivergedError), running out
+    of memory, and the errors CUDA itself reports (a driver too old, a kernel that failed)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, DivergedError):
+        return f"{exc} (nothing was saved)"
+    if isinstance(exc, FloatingPointError):
+        return f"the run diverged: {exc} (nothing was saved)"
+    if isinstance(exc, (ValueError, OSError)):
+        return str(exc)
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return (f"out of memory ({first}); lower --batch-size or --set eval_batch_size=..., or use a smaller "
+                "--image-size or model")
+    if isinstance(exc, RuntimeError) and re.search(r"\bCUDA\b|\bcuDNN\b|\bNCCL\b|\bCUBLAS\b|NVIDIA", first):
+        return f"{first} (CUDA failed; --set device=cpu runs without it; {DEBUG_ENV}=1 shows the traceback)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; an expected failure ends with one ``error: ...`` line on stderr and exit code 2 (an
+    interrupt: 130), anything else keeps its traceback. ``--debug`` or FCPTS_DEBUG=1: every traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sweep"]:  # the comparison runner has its own command line
+        from .runner import main as sweep
+
+        return sweep(argv[1:], prog="fcpts sweep")
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
         return _main(args)
-    except (FileNotFoundError, ValueError, FloatingPointError) as exc:
-        # bad input (a wrong ImageNet path, a target outside (0, 1), ...): the message says what to do
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        message = None if debug else expected_failure(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 
@@ -225,6 +276,7 @@ def _main(args: argparse.Namespace) -> int:
     progress = not args.quiet
     if args.command == "demo":
         config = _apply_sets(Config.quick_cpu(seed=args.seed, progress=progress).with_recipe(args.recipe), args.set)
+        resolve_device(config.device)  # an unavailable device fails here, before anything is loaded or written
         out = _out_dir(args.out, overwrite=True)  # the demo's own folder: refreshed on every run
         start = time.perf_counter()
         rows = demo(config, out, tuple(args.targets), progress)
@@ -238,7 +290,8 @@ def _main(args: argparse.Namespace) -> int:
         fields["weights"] = ""
     config = config.replace(**fields, progress=progress)
     config = _apply_sets(config.with_recipe(args.recipe) if args.recipe else config, args.set)
-    suffix = "" if args.method == "fcpts" else f"-{args.method}"
+    suffix = "" if args.method == DEFAULT_METHOD else f"-{args.method}"
+    resolve_device(config.device)  # an unavailable device fails here, before any folder is made
     device = distributed.init_from_env(config.device)  # under torchrun: join the group, this rank's GPU
     main = distributed.is_main()
     if device is not None:

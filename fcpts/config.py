@@ -7,13 +7,14 @@ The same object feeds `fcpts.sparsify`, the `fcpts` command (YAML files under `p
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .options import Options, field_values
 
 _CHOICES = {
     "parameterization": ("sigmoid", "scaled"),
@@ -39,7 +40,12 @@ def default_num_workers(most: int = 4) -> int:
 
 
 @dataclass
-class Config:
+class Config(Options):
+    """The FCPTS recipe, the model and the data: what ``fcpts.sparsify``, the ``fcpts`` command (YAML files under
+    ``params/``), the comparison runner (``fcpts.runner``) and the notebooks run. ``Config()`` is the released
+    ImageNet recipe, ``Config.quick_cpu()`` the embedded digits default; ``from_dict``/``from_yaml`` accept a
+    ``preset`` key (released, quick_cpu, kit, kit_cpu) that the other keys override."""
+
     # --- what is pruned (qualified module names, fnmatch patterns) ---
     include: tuple[str, ...] = ("*",)  # Conv2d/Linear layers whose name matches one of these may be pruned
     exclude: tuple[str, ...] = ()  # ...unless it matches one of these; excluded layers stay dense but count in N
@@ -49,16 +55,16 @@ class Config:
     ste_window: float = 0.5  # ste: width of the linear ramp around t, in units of the layer's rms(w0)
     # --- bridge: threshold -> sparsity, differentiable ---
     bridge: str = "histogram"  # released: 100 equal bins over [min w, max w]; "kde": Gaussian kernel
-    histogram_bins: int = 100
+    histogram_bins: int = 100  # histogram bridge: equal-width bins between the layer's smallest and largest weight
     histogram_max_samples: int = 0  # 0: every weight (released); n > 0: every k-th weight, <= n per layer (faster)
-    kde_bandwidth: str = "silverman"
+    kde_bandwidth: str = "silverman"  # kde bridge: bandwidth rule, "silverman" or "scott"
     kde_max_samples: int = 65536  # fixed seeded subsample of at most this many weights per layer
     # --- controllable objective L_c ---
     objective: str = "abs"  # |S - S*| (released) or "pow2": (S - S*)^2
     lam: float = 1.0  # weight of L_c
     # --- initialisation ---
     init: str = "erk"  # thresholds start at the ERK allocation (or "uniform")
-    erk_gamma: float = 1.0
+    erk_gamma: float = 1.0  # ERK exponent: layer density ∝ (Σ dims / Π dims)^γ (1: RigL's ERK, as released)
     init_rounding: str = "released"  # released: floor(S*·n_l) zeros per layer in the ERK budget, k = int(S_l·n_l),
     #   min|w| when k = 0, the threshold's logit in float32 floored at -30; "exact": largest-remainder counts that add
     #   up to round(S*·N) (the kit's earlier start). Either way a layer ERK makes dense keeps every weight.
@@ -67,10 +73,10 @@ class Config:
     block_mse_weight: float = 0.0  # > 0 adds MSE on block outputs (residual blocks by default)
     block_patterns: tuple[str, ...] = ()  # which modules' outputs feed the MSE; empty = residual blocks
     # --- optimisation (SGD, cosine with linear warm-up: fcpts.sparsify.lr_at) ---
-    steps: int = 1600
-    batch_size: int = 64
+    steps: int = 1600  # optimiser steps of the reconstruction loop
+    batch_size: int = 64  # calibration images per step
     base_lr: float = 0.04  # per 256 images: lr = base_lr * batch_size / 256
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD momentum
     weight_decay: float = 3e-4  # on weights, biases and BN; never on thresholds
     warmup_steps: int = -1  # -1: one pass over the calibration set
     lr_schedule: str = "released"  # released: timm's CosineLRScheduler stepped after each optimizer step (steps 0
@@ -92,18 +98,18 @@ class Config:
     seed: int = 0  # one seed: calibration sample, augmentations, KDE subsample, initialisation (ImageNet/CIFAR: also the calib split)
     device: str = "auto"  # "auto": cuda when available, else cpu
     layer_log_every: int = 50  # record per-layer sparsities every k steps
-    progress: bool = True
+    progress: bool = True  # progress bars
     # --- model and data (the CLI and notebooks) ---
-    model: str = "resnet50"
+    model: str = "resnet50"  # a torchvision classification model (fcpts.models.build_model)
     weights: str = "IMAGENET1K_V1"  # torchvision weights enum member, or "" for none
     dataset: str = "imagenet"  # "digits" (embedded), "imagenet", "cifar10", "cifar100", "folder"
     data_root: str = ""  # ImageNet root; "" -> $IMAGENET_ROOT, else data/imagenet
-    image_size: int = 224
-    calib_size: int = 1024
+    image_size: int = 224  # input side in pixels (digits: 8x8 upsampled to it)
+    calib_size: int = 1024  # calibration images, a seeded sample of the train split
     calib_augment: bool = True  # RandomResizedCrop + flip (ImageNet) / random shifts (digits)
-    eval_batch_size: int = 256
+    eval_batch_size: int = 256  # batch size of test-set evaluation
     num_workers: int = field(default_factory=lambda: default_num_workers())  # data-loading processes
-    out_dir: str = "results"
+    out_dir: str = "results"  # not read by the kit's code: `fcpts run --out` names the run's folder
 
     def __post_init__(self) -> None:
         for name in ("include", "exclude", "block_patterns"):
@@ -165,23 +171,14 @@ class Config:
     def lr(self) -> float:
         return self.base_lr * self.batch_size / 256
 
-    def replace(self, **overrides: Any) -> "Config":
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown Config field(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
     @classmethod
     def from_dict(cls, values: dict[str, Any], preset: str = "") -> "Config":
+        """The ``preset`` (a key of ``values``, else the argument, else "released") with ``values`` on top."""
         values = dict(values)
         preset = values.pop("preset", preset) or "released"
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-        base = getattr(cls, preset)()
-        return base.replace(**values)
+        return getattr(cls, preset)().replace(**field_values(cls, values))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Config":
@@ -214,3 +211,15 @@ def check_target(target: float) -> float:
     if not 0.0 < value < 1.0:
         raise ValueError(f"target sparsity must lie strictly between 0 and 1 (e.g. 0.8 for 80 %), got {target}")
     return value
+
+
+def target_key(value: Any) -> str:
+    """A target sparsity as tables compare it: six decimals (0.8 and 0.80000000001 are one target)."""
+    return f"{float(value):.6f}"
+
+
+def at_target(values, target: float):
+    """Which of ``values`` (a pandas Series of targets, or one number) are the target ``target``."""
+    if hasattr(values, "map"):
+        return values.map(target_key) == target_key(target)
+    return target_key(values) == target_key(target)

@@ -26,13 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .learners import _LayerLearner, _LearnerConfig, _logit
-from .masking import kth_smallest_abs
+from .learner import Learner, logit
+from .masking import kth_smallest_abs, lowest_k_mask
+from .options import Options
 from .projection import project_masks
 
 
 @dataclass
-class DsaConfig(_LearnerConfig):
+class DsaConfig(Options):
     """DSA-style under the PTS budget. [code] = DSA's op.py; the rest is [unverified] and chosen here."""
 
     beta2: float = 1.0  # shape of the keep probability [code: a fixed constant]
@@ -41,9 +42,9 @@ class DsaConfig(_LearnerConfig):
     alpha_every: int = 1  # the α/weight step ratio: α steps on every k-th weight step [unverified]
     rho: float = 1.0  # ADMM penalty weight [unverified]
     alpha_min: float = 0.02  # box of the budget projection; above the floor so mean p = α stays solvable
-    alpha_max: float = 0.999  # (ERK's dense layers start here)
+    alpha_max: float = 0.999  # top of that box (ERK's dense layers start here)
     final: str = "topk"  # final masks: the round(α_l·n_l) largest |w| per layer ("topk"), or one Bernoulli draw
-    # ("sample": the draw sets each layer's count; the projection then keeps that layer's largest |w|)
+    #   ("sample": the draw sets each layer's count; the projection then keeps that layer's largest |w|)
     tol: float = 1e-6  # |mean p − α| of the β₁ solve
 
     def __post_init__(self):
@@ -118,7 +119,7 @@ class BernoulliKeep(nn.Module):
     def __init__(self, weight: torch.Tensor, alpha0: float, options: DsaConfig, generator: torch.Generator):
         super().__init__()
         start = min(max(alpha0, options.alpha_min), options.alpha_max)
-        self.raw = nn.Parameter(torch.tensor(_logit(start), dtype=weight.dtype, device=weight.device))
+        self.raw = nn.Parameter(torch.tensor(logit(start), dtype=weight.dtype, device=weight.device))
         self.options, self.generator, self.log_beta1 = options, generator, None
         self.pruned = 0
 
@@ -155,7 +156,7 @@ def project_budget(values: torch.Tensor, sizes: torch.Tensor, budget: float, lo:
     return (v - 0.5 * (left + right) * n).clamp(lo, hi)
 
 
-class DsaLearner(_LayerLearner):
+class DsaLearner(Learner):
     """DSA-style (unstructured, parameter budget): keep ratios start at the ERK densities."""
 
     name = "dsa"
@@ -167,7 +168,7 @@ class DsaLearner(_LayerLearner):
         self.config = config
         device = next(student.parameters()).device
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
-        self._attach(student, config, lambda i, n, w: BernoulliKeep(w, 1.0 - allocation[n], self.options, self.generator))
+        self.attach(student, config, lambda i, n, w: BernoulliKeep(w, 1.0 - allocation[n], self.options, self.generator))
         # kept prunable weights: excluded layers count as dense in N (method.md §1)
         self.budget = self.n_prunable - round(config.target * self.n_total)
         self.sizes = torch.tensor([float(w.numel()) for w in self.originals().values()], dtype=torch.float64,
@@ -175,6 +176,14 @@ class DsaLearner(_LayerLearner):
         alphas = self.alphas().detach().double()
         self.z = project_budget(alphas, self.sizes, self.budget, self.options.alpha_min, self.options.alpha_max)
         self.u = torch.zeros_like(self.z)
+
+    def extra_state(self):
+        return dict(generator=self.generator.get_state(), z=self.z.clone(), u=self.u.clone())
+
+    def set_extra_state(self, state):
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+            self.z, self.u = state["z"].clone(), state["u"].clone()
 
     def raws(self) -> list[nn.Parameter]:
         return [m.raw for m in self.mods().values()]
@@ -198,7 +207,7 @@ class DsaLearner(_LayerLearner):
         gap = alphas - (self.z - self.u).to(alphas.dtype)
         admm = 0.5 * self.options.rho * (gap * gap).sum()
         kept = float((alphas.detach().double() * self.sizes).sum())
-        sparsity = torch.tensor(self._global({n: m.pruned for n, m in self.mods().items()}))
+        sparsity = torch.tensor(self.global_fraction({n: m.pruned for n, m in self.mods().items()}))
         return admm, sparsity, dict(loss_admm=admm.item(), expected_sparsity=1.0 - (kept + self.n_total - self.n_prunable) / self.n_total)
 
     @torch.no_grad()
@@ -220,7 +229,9 @@ class DsaLearner(_LayerLearner):
         alphas = {n: float(a.clamp(o.alpha_min, o.alpha_max)) for n, a in zip(self.mods(), self.alphas())}
         if o.final == "topk":
             thresholds = {n: kth_smallest_abs(w, 1.0 - alphas[n]) for n, w in weights.items()}
-            own = {n: (w.abs() > thresholds[n]).to(w.dtype) for n, w in weights.items()}
+            # exactly round((1 - α_l)·n_l) zeros per layer, ties by position (``masking.lowest_k``)
+            own = {n: (~lowest_k_mask(w.detach().abs(), int(round((1.0 - alphas[n]) * w.numel())))).to(w.dtype)
+                   for n, w in weights.items()}
         else:
             own = {}
             for n, w in weights.items():

@@ -25,17 +25,23 @@ schedule-driven rows, through the same loop (``fcpts.prune_train.train_with_mask
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .allocation import erk_allocation, magnitude_masks
+from .guards import check_final_outputs
+from .masking import TIE_RULES, lowest_k_mask
+from .options import Options
 from .prune_train import PruneTrainConfig, PruneTrainResult, train_with_masks
 
 
 @dataclass
-class DstConfig:
+class DstConfig(Options):
+    """The mask updates of dynamic sparse training (``dst_train``; the comparison runner's dst-ee rows, and rigl
+    with c = 0). The training itself (steps, batch, optimiser, lr) is a ``PruneTrainConfig``."""
+
     c: float = 0.1  # exploration weight [unverified]; 0 gives RigL
     bonus: str = "sqrt"  # "sqrt": sqrt(ln(u+1)/(N+eps)) (UCB) or "linear": ln(u+1)/(N+eps) [unverified]
     eps: float = 1.0  # keeps the bonus of never-active weights finite [unverified]
@@ -46,6 +52,9 @@ class DstConfig:
     t_end: float = 0.75  # fraction of the steps after which the mask is frozen (RigL)
     skip_step_on_update: bool = True  # no optimiser step on an update step [unverified for DST-EE]
     scratch_masks: str = "random"  # masks of a from-scratch start: "random" (RigL) or "magnitude"
+    ties: str = "topk"  # equal scores at a drop/grow cut: "topk" (torch.topk's order; data/dst_digits.csv) or
+    #   "index" (the kit's one rule, masking.lowest_k: lowest index first). They differ here: grown weights that
+    #   are still exactly 0 tie at the drop cut
 
     def __post_init__(self) -> None:
         if self.c < 0:
@@ -58,12 +67,8 @@ class DstConfig:
             raise ValueError("need eps > 0, 0 <= d0 <= 1, 0 < t_end <= 1, delta_t >= 0 and updates >= 1")
         if self.scratch_masks not in ("random", "magnitude"):
             raise ValueError(f"scratch_masks must be 'random' or 'magnitude', got {self.scratch_masks!r}")
-
-    def replace(self, **kw) -> "DstConfig":
-        return DstConfig(**{**asdict(self), **kw})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        if self.ties not in TIE_RULES:
+            raise ValueError(f"ties must be one of {', '.join(TIE_RULES)}, got {self.ties!r}")
 
 
 def update_interval(steps: int, config: DstConfig) -> int:
@@ -95,17 +100,15 @@ def acquisition(grad_abs: torch.Tensor, active_counts: torch.Tensor, update: int
 def rewire(weight: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor, active_counts: torch.Tensor, n: int,
            update: int, config: DstConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer's update: drop the ``n`` active weights of smallest |w|, grow the ``n`` highest-scoring weights
-    that are inactive after the drop (a just-dropped weight may come back, as in RigL). Returns (new mask, grown)."""
+    that are inactive after the drop (a just-dropped weight may come back, as in RigL). Both selections are
+    ``masking.lowest_k`` (exact counts; ties as ``config.ties`` says). Returns (new mask, grown)."""
     flat_mask = mask.flatten().bool()
     if n <= 0:
         return mask.clone(), torch.zeros_like(mask, dtype=torch.bool)
     magnitude = weight.abs().flatten().masked_fill(~flat_mask, math.inf)
-    dropped = torch.topk(magnitude, n, largest=False).indices
-    kept = flat_mask.clone()
-    kept[dropped] = False
+    kept = flat_mask & ~lowest_k_mask(magnitude, n, ties=config.ties)
     score = acquisition(grad.abs().flatten(), active_counts.flatten(), update, config).masked_fill(kept, -math.inf)
-    grown = torch.zeros_like(kept)
-    grown[torch.topk(score, n).indices] = True
+    grown = lowest_k_mask(score, n, largest=True, ties=config.ties)
     new = kept | grown
     return new.reshape(mask.shape).to(mask.dtype), grown.reshape(mask.shape)
 
@@ -122,7 +125,7 @@ class DynamicSparsity:
         self.exact_zeros = False
         allocation = erk_allocation(student, target, train.include, train.exclude)
         if start == "dense" or config.scratch_masks == "magnitude":
-            self.masks = magnitude_masks(student, allocation)  # the start: magnitude-prune to ERK at step 0
+            self.masks = magnitude_masks(student, allocation, ties=config.ties)  # the start: magnitude-prune to ERK at step 0
         else:
             generator = torch.Generator().manual_seed(train.seed)
             self.masks = {}
@@ -185,4 +188,6 @@ def dst_train(model: nn.Module, train_data, target: float, train: PruneTrainConf
         return policies[-1]
 
     result = train_with_masks(model, train_data, target, train, make_policy, on_step)
+    check_final_outputs(result.model, train_data, policies[0].label, target, result.steps,
+                        hint=f"lower PruneTrainConfig.lr (now {train.lr}) or check the training inputs")
     return result, policies[0].coverage_history

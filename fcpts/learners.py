@@ -1,6 +1,6 @@
 """Allocation learners that FCPTS argues against, run under exactly FCPTS's post-training budget (method.md §7).
 
-Each is a ``Learner`` for ``fcpts.sparsify.learn_allocation``: the shared loop gives every one of them the
+Each is a ``fcpts.learner.Learner`` for ``fcpts.sparsify.learn_allocation``: the shared loop gives every one of them the
 same calibration images and augmentations, batch, steps, KD loss against the frozen dense teacher, SGD on the
 network's weights, BN mode and final step (the kit's exact projection to round(S*·N) zeros). What differs is
 how the allocation is learned:
@@ -18,63 +18,25 @@ documented on the field.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
-from .config import Config
-from .masking import all_weight_layers, kth_smallest_abs, prunable_layers
+from .guards import DivergedError
+from .learner import Learner, logit
+from .masking import kth_smallest_abs
+from .options import Options
 from .projection import project_masks, project_scores
 from .schedules import agp
-from .sparsify import Learner
-
-_EPS = 1e-6
-
-
-class _LearnerConfig:
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def _logit(p: float) -> float:
-    p = min(max(float(p), _EPS), 1 - _EPS)
-    return math.log(p / (1 - p))
-
-
-class _LayerLearner(Learner):
-    """What the three learners share: one parametrization per prunable layer, a global count over every
-    Conv2d/Linear weight (excluded layers count as dense, method.md §1)."""
-
-    def _attach(self, student: nn.Module, config: Config, make) -> None:
-        self.layers = prunable_layers(student, config.include, config.exclude)
-        self.n_total = sum(m.weight.numel() for m in all_weight_layers(student).values())
-        self.n_prunable = sum(m.weight.numel() for m in self.layers.values())
-        for i, (name, module) in enumerate(self.layers.items()):
-            parametrize.register_parametrization(module, "weight", make(i, name, module.weight.detach()), unsafe=True)
-
-    def mods(self) -> dict[str, nn.Module]:
-        return {n: m.parametrizations.weight[0] for n, m in self.layers.items()}
-
-    def originals(self) -> dict[str, torch.Tensor]:
-        return {n: m.parametrizations.weight.original for n, m in self.layers.items()}
-
-    def _global(self, pruned: dict[str, float]) -> float:
-        return sum(pruned.values()) / self.n_total
-
 
 # ------------------------------------------------------------------------------------------------------------
 # STR
 # ------------------------------------------------------------------------------------------------------------
 @dataclass
-class StrConfig(_LearnerConfig):
+class StrConfig(Options):
     """STR under the PTS budget (method.md §7.1)."""
 
     threshold_weight_decay: float = -1.0  # on the threshold scores; -1: the weights' (STR decays everything alike)
@@ -90,7 +52,7 @@ class SoftThreshold(nn.Module):
 
     def __init__(self, weight: torch.Tensor, threshold: float):
         super().__init__()
-        self.score = nn.Parameter(torch.tensor(_logit(threshold), dtype=weight.dtype, device=weight.device))
+        self.score = nn.Parameter(torch.tensor(logit(threshold), dtype=weight.dtype, device=weight.device))
         self.pruned = 0
 
     def threshold(self) -> torch.Tensor:
@@ -102,7 +64,7 @@ class SoftThreshold(nn.Module):
         return torch.sign(weight) * F.relu(excess)
 
 
-class StrLearner(_LayerLearner):
+class StrLearner(Learner):
     """STR: thresholds start at the ERK allocation (else the sparsity would not move in a few hundred steps);
     the reconstruction loss alone moves them; no budget term. Its sparsity is reported, then projected."""
 
@@ -112,7 +74,7 @@ class StrLearner(_LayerLearner):
         self.options = options or StrConfig()
 
     def prepare(self, student, allocation, config):
-        self._attach(student, config, lambda i, n, w: SoftThreshold(w, kth_smallest_abs(w, allocation[n])))
+        self.attach(student, config, lambda i, n, w: SoftThreshold(w, kth_smallest_abs(w, allocation[n])))
 
     def parameter_groups(self, config):
         decay = config.weight_decay if self.options.threshold_weight_decay < 0 else self.options.threshold_weight_decay
@@ -123,13 +85,13 @@ class StrLearner(_LayerLearner):
         return {n: float((w.abs() <= self.mods()[n].threshold()).sum()) for n, w in self.originals().items()}
 
     def penalty(self, step, steps):
-        return 0.0, torch.tensor(self._global({n: m.pruned for n, m in self.mods().items()})), {}
+        return 0.0, torch.tensor(self.global_fraction({n: m.pruned for n, m in self.mods().items()})), {}
 
     def layer_sparsities(self):
         return {n: k / w.numel() for (n, k), w in zip(self._pruned().items(), self.originals().values())}
 
     def sparsity_before_projection(self):
-        return self._global(self._pruned())
+        return self.global_fraction(self._pruned())
 
     def thresholds(self) -> dict[str, float]:
         return {n: float(m.threshold().detach()) for n, m in self.mods().items()}
@@ -158,7 +120,7 @@ class StrLearner(_LayerLearner):
 # ProbMask
 # ------------------------------------------------------------------------------------------------------------
 @dataclass
-class ProbMaskConfig(_LearnerConfig):
+class ProbMaskConfig(Options):
     """ProbMask under the PTS budget (method.md §7.2). [code] = as in the authors' code."""
 
     score_init: float = 1.0  # every keep probability at the start [code: score_init_constant]; 1 = the dense model
@@ -245,7 +207,7 @@ class ConcreteMask(nn.Module):
         return weight * torch.sigmoid(self.inv_temp * logits)
 
 
-class ProbMaskLearner(_LayerLearner):
+class ProbMaskLearner(Learner):
     """ProbMask: scores s ∈ [0, 1] per weight (Adam), binary-concrete masks with a rising inverse temperature,
     after every step s ← clip(s − v, 0, 1) with one global v so that Σ s meets the ramped budget."""
 
@@ -258,12 +220,19 @@ class ProbMaskLearner(_LayerLearner):
     def prepare(self, student, allocation, config):
         self.config = config
         self.generator = torch.Generator(device=next(student.parameters()).device).manual_seed(config.seed)
-        self._attach(student, config, lambda i, n, w: ConcreteMask(w, self.options.score_init, self.options.logit_eps,
+        self.attach(student, config, lambda i, n, w: ConcreteMask(w, self.options.score_init, self.options.logit_eps,
                                                                     self.generator))
         self.start = {n: 0.0 for n in self.layers}  # every keep probability at 1: ProbMask starts dense, not at ERK
 
     def scores(self) -> list[nn.Parameter]:
         return [m.score for m in self.mods().values()]
+
+    def extra_state(self):
+        return dict(generator=self.generator.get_state())
+
+    def set_extra_state(self, state):
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
 
     def extra_optimizer(self, config):
         return torch.optim.Adam(self.scores(), lr=self.options.score_lr, weight_decay=0.0)
@@ -283,7 +252,7 @@ class ProbMaskLearner(_LayerLearner):
             torch.nn.utils.clip_grad_norm_(self.scores(), self.options.grad_clip)
 
     def penalty(self, step, steps):
-        return 0.0, torch.tensor(self._global({n: m.pruned for n, m in self.mods().items()})), {}
+        return 0.0, torch.tensor(self.global_fraction({n: m.pruned for n, m in self.mods().items()})), {}
 
     @torch.no_grad()
     def after_step(self, step, steps):
@@ -313,6 +282,11 @@ class ProbMaskLearner(_LayerLearner):
                 best, best_loss = draw, loss
         for m in self.mods().values():
             m.fixed = None
+        if best is None:  # every draw scored NaN/inf: there is no mask to choose
+            raise DivergedError(
+                f"ProbMask diverged at target {self.config.target:g}: all {self.options.final_samples} final mask "
+                f"draws (after step {self.config.steps}) give a NaN/inf KD loss on calibration images; lower "
+                f"Config.base_lr or ProbMaskConfig.score_lr (now {self.options.score_lr}), or set Config.grad_clip")
         self.selection_loss = best_loss
         self.before = sum(float((1 - best[n]).sum()) for n in best) / self.n_total  # as FCPTS: prunable layers
         if not project:

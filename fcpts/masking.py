@@ -44,13 +44,6 @@ def all_weight_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
 
 
-def dense_weight(module: nn.Module) -> torch.Tensor:
-    """The stored (unmasked) weight of a layer, parametrized or not."""
-    if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original
-    return module.weight
-
-
 def check_finite(model: nn.Module) -> None:
     """NaN or inf weights make every later number meaningless: refuse them up front."""
     for name, p in model.named_parameters():
@@ -173,17 +166,17 @@ class ThresholdSparsifier:
         missing = set(self.layers) - set(allocation)
         if missing:
             raise ValueError(f"allocation has no sparsity for layer(s): {', '.join(sorted(missing))}")
-        for i, (name, module) in enumerate(self.layers.items()):
-            w = module.weight.detach()
+
+        def make(i: int, name: str, w: torch.Tensor) -> ThresholdMask:
             layer_bridge = Bridge(w.numel(), bridge, bins, kde_max_samples, kde_bandwidth, seed=seed + i,
                                   histogram_max_samples=histogram_max_samples)
             if rounding == "released" and parameterization == "sigmoid":
-                mask = ThresholdMask(w, None, parameterization, gradient, window, layer_bridge,
+                return ThresholdMask(w, None, parameterization, gradient, window, layer_bridge,
                                      score=released_start_score(w, allocation[name]))
-            else:
-                threshold = kth_smallest_abs(w, allocation[name], "int" if rounding == "released" else "round")
-                mask = ThresholdMask(w, threshold, parameterization, gradient, window, layer_bridge)
-            parametrize.register_parametrization(module, "weight", mask, unsafe=True)
+            threshold = kth_smallest_abs(w, allocation[name], "int" if rounding == "released" else "round")
+            return ThresholdMask(w, threshold, parameterization, gradient, window, layer_bridge)
+
+        attach_parametrizations(self.layers, make)
 
     @classmethod
     def from_config(cls, model: nn.Module, allocation: dict[str, float], config,
@@ -240,9 +233,25 @@ class ThresholdSparsifier:
 
     def squash(self) -> nn.Module:
         """Bake the masks into the weights and remove every parametrization: plain modules, real zeros."""
-        for module in self.layers.values():
-            unparametrize(module, leave_parametrized=True)
+        masks = self.masks()
+        squash_layers(self.layers, lambda name, weight: weight * masks[name].mask(weight))
         return self.model
+
+
+def attach_parametrizations(layers: dict[str, nn.Module], make) -> None:
+    """prepare: register ``make(index, name, weight)`` as the parametrization of every layer's ``weight``."""
+    for i, (name, module) in enumerate(layers.items()):
+        parametrize.register_parametrization(module, "weight", make(i, name, module.weight.detach()), unsafe=True)
+
+
+@torch.no_grad()
+def squash_layers(layers: dict[str, nn.Module], export) -> None:
+    """squash: remove every layer's weight parametrization and store ``export(name, dense weight)`` in a plain
+    ``weight`` (same ``state_dict`` keys and order): the masks become real zeros."""
+    masked = {name: export(name, module.parametrizations.weight.original) for name, module in layers.items()}
+    for name, module in layers.items():
+        unparametrize(module, leave_parametrized=False)
+        module.weight.copy_(masked[name])
 
 
 def unparametrize(module: nn.Module, leave_parametrized: bool) -> None:
@@ -256,6 +265,70 @@ def unparametrize(module: nn.Module, leave_parametrized: bool) -> None:
     module.weight.requires_grad_(True)
 
 
+def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th smallest entry (1-based, 1 <= k <= numel) of ``values``, flattened, as a 0-d CPU tensor.
+
+    ``torch.kthvalue`` on the CPU copy: several times faster than ``topk`` or a sort on CPU, and one code path
+    for every device. Only the value is used, never kthvalue's index, so the result does not depend on how
+    torch orders equal entries."""
+    return torch.kthvalue(values.detach().reshape(-1).cpu(), k).values
+
+
+TIE_RULES = ("index", "topk")
+
+
+@torch.no_grad()
+def lowest_k(scores: torch.Tensor, k: int, largest: bool = False,
+             ties: str = "index") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The one "drop the k lowest" rule of the kit: a bool mask (shape of ``scores``) with exactly ``k`` True
+    entries, the ``k`` lowest ``scores`` (the ``k`` highest with ``largest=True``), and the cut: the k-th lowest
+    (highest) score, a 0-d CPU tensor (None when k = 0).
+
+    Tie rule: entries equal to the cut are taken in order of position in ``scores.flatten()``, lowest index
+    first (row-major; for scores concatenated over layers, earlier layers first), as many as the count needs.
+    This is the first ``k`` entries of a *stable* sort, ascending (or descending with ``largest=True``). Entries
+    strictly below (above) the cut are always taken. Every method that drops or grows weights by a score goes
+    through here (``allocation``, ``prune_train.masks_at``, ``dst.rewire``, ``projection.project_scores``, DSA's
+    own masks), so on the same tied tensor they select the same entries.
+
+    Found with ``kth_smallest`` (``torch.kthvalue`` on CPU) plus one comparison, faster on CPU than ``topk``; the
+    mask lives on ``scores``' device. ``scores`` must be NaN-free; 0 <= k <= numel.
+
+    ``ties="topk"`` is the one exception, kept for dynamic sparse training (``DstConfig.ties``): the entries
+    ``torch.topk`` returns, whose order among equal scores torch does not specify. The committed DST rows were
+    computed with it, and DST meets real ties (grown weights that are still exactly 0).
+    """
+    if ties not in TIE_RULES:
+        raise ValueError(f"unknown tie rule {ties!r}; use one of {', '.join(TIE_RULES)}")
+    flat = scores.detach().reshape(-1)
+    n = flat.numel()
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot select {k} of {n} entries")
+    if k == 0:
+        return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device), None
+    if ties == "topk":
+        values, indices = torch.topk(flat, k, largest=largest)
+        chosen = torch.zeros(n, dtype=torch.bool, device=flat.device)
+        chosen[indices] = True
+        return chosen.reshape(scores.shape), values[-1].detach().cpu()
+    cut = kth_smallest(flat, n - k + 1 if largest else k)
+    at = cut.to(flat.device)
+    chosen = flat > at if largest else flat < at
+    need = k - int(chosen.sum())
+    if need > 0:  # always at least the cut itself: take the ties by position
+        ties = torch.nonzero(flat == at).flatten()
+        if ties.numel() < need:
+            raise ValueError("scores hold NaN: cannot select the lowest k")
+        chosen[ties[:need]] = True
+    return chosen.reshape(scores.shape), cut
+
+
+def lowest_k_mask(scores: torch.Tensor, k: int, largest: bool = False, ties: str = "index") -> torch.Tensor:
+    """Bool mask of exactly the ``k`` lowest ``scores`` (``largest=True``: highest), ties by position, lowest
+    index first: ``lowest_k`` without the cut."""
+    return lowest_k(scores, k, largest, ties)[0]
+
+
 def kth_smallest_abs(weight: torch.Tensor, sparsity: float, count: str = "round") -> float:
     """The threshold that prunes k weights of ``weight``: its k-th smallest |w|, k = round(sparsity * n) (or
     int(sparsity * n) with ``count="int"``, the released rule).
@@ -266,7 +339,7 @@ def kth_smallest_abs(weight: torch.Tensor, sparsity: float, count: str = "round"
     k = int(round(float(sparsity) * flat.numel())) if count == "round" else int(float(sparsity) * flat.numel())
     if k <= 0:
         return float(flat.min()) * 0.5
-    return float(torch.kthvalue(flat.cpu(), min(k, flat.numel())).values)
+    return float(kth_smallest(flat, min(k, flat.numel())))
 
 
 @torch.no_grad()
@@ -282,7 +355,7 @@ def released_start_score(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     """
     flat = weight.detach().abs().flatten().float().cpu()
     k = int(float(sparsity) * flat.numel())
-    t = torch.kthvalue(flat, min(k, flat.numel())).values if k > 0 else flat.min()
+    t = kth_smallest(flat, min(k, flat.numel())) if k > 0 else flat.min()
     score = torch.logit(t.clamp(max=1.0 - 2.0 ** -24)).clamp(min=RELEASED_MIN_SCORE)  # logit(0) = -inf: the floor
     nonzero = flat[flat > 0]
     if k > 0 or nonzero.numel() == 0:

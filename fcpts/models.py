@@ -7,13 +7,11 @@ enough metadata to notice a stale, corrupt or tampered file and retrain instead 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,8 @@ from torch.utils.data import DataLoader
 
 from fcpts.data import DIGITS_SPLIT_SEED, REPO_ROOT, digits_datasets
 from fcpts.evaluate import evaluate, resolve_device
+from fcpts.files import state_dict_sha256, write_atomic
+from fcpts.options import Options
 
 DEFAULT_CHECKPOINT_DIR = REPO_ROOT / "data" / "checkpoints"
 CHECKPOINT_FORMAT = 1
@@ -83,7 +83,7 @@ def build_model(name: str, weights: str | None = None, num_classes: int | None =
 # the embedded dense model
 # --------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class DenseRecipe:
+class DenseRecipe(Options):
     """How the embedded dense model is trained. Every field feeds `key()`, hence the checkpoint name.
 
     The default (method.md §6) is AdamW with a one-cycle schedule (SGD at lr 0.1 once ended at 30 % on this
@@ -92,21 +92,18 @@ class DenseRecipe:
     with them, 98.9 % (2 threads) and 99.4 % (1 thread; thread count changes the float summation order).
     """
 
-    model: str = "resnet50"
-    dataset: str = "digits"
-    image_size: int = 32
-    epochs: int = 20
-    batch_size: int = 64
-    optimizer: str = "adamw"
+    model: str = "resnet50"  # a torchvision classification model, randomly initialised, 10 classes
+    dataset: str = "digits"  # only the embedded digits can be trained here
+    image_size: int = 32  # input side in pixels (the 8x8 digits upsampled)
+    epochs: int = 20  # passes over the digits train split
+    batch_size: int = 64  # training images per step (an incomplete last batch is dropped)
+    optimizer: str = "adamw"  # the only one implemented
     lr: float = 2e-3  # peak of the one-cycle schedule
-    weight_decay: float = 0.05
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.0
+    weight_decay: float = 0.05  # AdamW weight decay
+    schedule: str = "onecycle"  # torch's OneCycleLR over all steps, the only one implemented
+    label_smoothing: float = 0.0  # of the cross-entropy loss
     shift: int = 2  # random shifts of up to this many pixels per training image (0: no augmentation)
     seed: int = 0  # weights init and batch order; the digits split is data.DIGITS_SPLIT_SEED
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def key(self) -> str:
         """A short, stable fingerprint of the recipe: the first 12 hex digits of sha256 of its fields."""
@@ -115,17 +112,6 @@ class DenseRecipe:
 
     def checkpoint_name(self) -> str:
         return f"dense-{self.model}-{self.dataset}-{self.key()}.pt"
-
-
-def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and raw bytes, in sorted name order."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        # A uint8 view handles every dtype (bfloat16 has no numpy equivalent).
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _shift_batch(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -176,27 +162,12 @@ def train_dense(recipe: DenseRecipe = DenseRecipe(), progress: bool = True, min_
     losses: list[float] = []
     bar = tqdm(total=total, desc=f"dense {recipe.model}", disable=not progress, leave=False)
     model.train()
-    for epoch in range(recipe.epochs):
-        epoch_loss = 0.0
-        for step, (x, y) in enumerate(loader):
-            x = _shift_batch(x, recipe.shift, augment_rng)
-            loss = criterion(model(x.to(device)), y.to(device))
-            value = loss.item()
-            if not math.isfinite(value):
-                bar.close()
-                raise FloatingPointError(
-                    f"dense training loss became {value} at epoch {epoch + 1}, step {step + 1}; lower "
-                    f"DenseRecipe.lr (now {recipe.lr}) or change the seed. No checkpoint was written."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            epoch_loss += value
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}")
-        losses.append(epoch_loss / len(loader))
-    bar.close()
+    try:
+        for epoch in range(recipe.epochs):
+            losses.append(_train_epoch(model, loader, optimizer, scheduler, criterion, recipe, augment_rng, device,
+                                       epoch, bar))
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
 
     model.eval()
@@ -210,6 +181,29 @@ def train_dense(recipe: DenseRecipe = DenseRecipe(), progress: bool = True, min_
             f"{recipe.epochs} epochs; not caching it. Check the recipe (lr, epochs) or the environment."
         )
     return model.cpu(), metrics
+
+
+def _train_epoch(model, loader, optimizer, scheduler, criterion, recipe: DenseRecipe, augment_rng, device, epoch: int,
+                 bar) -> float:
+    """One pass over the digits train split; returns the mean training loss."""
+    epoch_loss = 0.0
+    for step, (x, y) in enumerate(loader):
+        x = _shift_batch(x, recipe.shift, augment_rng)
+        loss = criterion(model(x.to(device)), y.to(device))
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"dense training loss became {value} at epoch {epoch + 1}, step {step + 1}; lower "
+                f"DenseRecipe.lr (now {recipe.lr}) or change the seed. No checkpoint was written."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        epoch_loss += value
+        bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}")
+    return epoch_loss / len(loader)
 
 
 def _say(message: str) -> None:
@@ -237,22 +231,6 @@ def _verify(path: Path, recipe: DenseRecipe, model: nn.Module,
     except RuntimeError as err:
         return None, f"its weights do not fit {recipe.model} ({err})"
     return ckpt, ""
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def load_embedded_model(recipe: DenseRecipe = DenseRecipe(), retrain: bool = False, progress: bool = True,
@@ -285,8 +263,9 @@ def load_embedded_model(recipe: DenseRecipe = DenseRecipe(), retrain: bool = Fal
     model, metrics = train_dense(recipe, progress=progress, min_accuracy=min_accuracy)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     sha = state_dict_sha256(state)
-    _save_atomic({"format": CHECKPOINT_FORMAT, "recipe": recipe.to_dict(), "state_dict": state, "sha256": sha,
-                  "test_top1": metrics["test_top1"], "metrics": metrics}, path)
+    checkpoint = {"format": CHECKPOINT_FORMAT, "recipe": recipe.to_dict(), "state_dict": state, "sha256": sha,
+                  "test_top1": metrics["test_top1"], "metrics": metrics}
+    write_atomic(path, lambda handle: torch.save(checkpoint, handle))
     _say(f"dense {recipe.model}: test top-1 {metrics['test_top1']:.2%} in {metrics['train_seconds']:.0f} s; "
          f"saved {path}")
     info = {"path": str(path), "recipe": recipe.to_dict(), "key": recipe.key(), "test_top1": metrics["test_top1"],
@@ -294,12 +273,27 @@ def load_embedded_model(recipe: DenseRecipe = DenseRecipe(), retrain: bool = Fal
     return model.eval(), info
 
 
-def load_model_for(config: Any, num_classes: int, progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """The dense model a run of ``config`` sparsifies: the kit's embedded model for digits without weights
-    (trained and cached on first use), else a torchvision model with ``config.weights``."""
+def resolve_dense_model(config: Any, num_classes: int, progress: bool = False, train: bool = True,
+                        min_accuracy: float = 0.97) -> tuple[nn.Module, dict[str, Any]]:
+    """The dense model a run of ``config`` sparsifies, the one rule every caller (``fcpts run``, the sweep runner,
+    the notebooks) uses: for digits without weights, the kit's embedded ``config.model`` trained on digits at
+    ``config.image_size`` (trained and cached on first use); else torchvision's ``config.model`` with
+    ``config.weights`` (random init when empty) and ``num_classes`` outputs.
+
+    ``train=False`` never trains: a missing or unusable checkpoint raises ``FileNotFoundError`` instead (and
+    nothing is renamed). Returns (model in eval mode, info with a readable ``source``)."""
     if config.dataset == "digits" and not config.weights:
-        model, info = load_embedded_model(DenseRecipe(model=config.model, image_size=config.image_size),
-                                          progress=progress)
+        recipe = DenseRecipe(model=config.model, image_size=config.image_size)
+        if not train:
+            path = DEFAULT_CHECKPOINT_DIR / recipe.checkpoint_name()
+            problem = "it does not exist"
+            if path.exists():  # checked without side effects: load_embedded_model renames an unusable checkpoint
+                ckpt, problem = _verify(path, recipe, build_model(recipe.model, None, 10), min_accuracy)
+                problem = "" if ckpt is not None else problem
+            if problem:
+                raise FileNotFoundError(f"no usable dense checkpoint at {path} ({problem}); run without --no-train "
+                                        "(or `fcpts train`) to train it")
+        model, info = load_embedded_model(recipe, progress=progress, min_accuracy=min_accuracy)
         return model, dict(info, source=f"embedded {config.model} trained on digits ({info['path']})")
     model = build_model(config.model, weights=config.weights or None, num_classes=num_classes)
     return model.eval(), {"source": f"torchvision {config.model} {config.weights or '(random init)'}",

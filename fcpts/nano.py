@@ -29,11 +29,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 @dataclass
 class NanoConfig:
+    """What ``nano.sparsify`` lets you change (``Config()``'s defaults); other options stay at ``RELEASED``."""
     target: float = 0.8  # S*, the fraction of all Conv2d/Linear weights that end at zero
     steps: int = 1600  # optimiser steps (the paper: 1,600 on 1,024 ImageNet images)
-    batch_size: int = 64
+    batch_size: int = 64  # calibration images per step
     base_lr: float = 0.04  # per 256 images: lr = base_lr * batch_size / 256
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD momentum
     weight_decay: float = 3e-4  # on the network's parameters, never on the thresholds
     temperature: float = 4.0  # KD temperature T
     lam: float = 1.0  # λ, the weight of L_c

@@ -11,18 +11,20 @@ from typing import Iterable, Mapping
 import matplotlib.pyplot as plt
 import seaborn as sns
 
+from . import registry
+from .config import at_target, target_key
 from .data import REPO_ROOT
+from .schedules import SCHEDULE_LABELS
 
 FIGURES_DIR = REPO_ROOT / "figures"
 
 # One colour per method, stable across every figure of the kit.
-METHOD_COLORS = {
-    "dense": "#333333", "fcpts": "#d62728", "fcpts-ste": "#ff7f0e", "fcpts-released": "#d62728",
-    "uniform": "#1f77b4", "global": "#2ca02c", "erk": "#9467bd", "lamp": "#8c564b", "pot": "#e377c2",
-    "one_shot": "#7f7f7f", "iterative": "#bcbd22", "agp": "#17becf", "one_cycle": "#aec7e8", "paper": "#000000",
-    "unipts": "#7f3c8d", "str": "#1f77b4", "probmask": "#2ca02c", "dsa": "#e377c2",
+# Colours and labels of the series that are not registered methods (methods carry their own: fcpts.registry):
+# schedules, published series, objectives.
+SERIES_COLORS = {
+    "fcpts-released": "#d62728", "one_shot": "#7f7f7f", "iterative": "#bcbd22", "agp": "#17becf",
+    "one_cycle": "#aec7e8", "paper": "#000000", "unipts": "#7f3c8d",
     "dsa-style": "#e377c2",  # plot_allocation colours a curve by the first word of its label
-    "dst-ee": "#2ca02c", "rigl": "#8c564b",
 }
 
 
@@ -33,8 +35,9 @@ def use_style() -> None:
                          "axes.titleweight": "bold", "legend.frameon": False})
 
 
-def color(method: str) -> str:
-    return METHOD_COLORS.get(method) or sns.color_palette()[sum(map(ord, method)) % 10]  # stable across runs
+def color(name: str) -> str:
+    """A registered method's colour, else a series' (``SERIES_COLORS``), else a palette colour stable across runs."""
+    return registry.color(name) or SERIES_COLORS.get(name) or sns.color_palette()[sum(map(ord, name)) % 10]
 
 
 def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None,
@@ -103,14 +106,8 @@ def plot_allocation(allocations: Mapping[str, Mapping[str, float]], title: str =
 # ----------------------------------------------------------------------------------------------------------
 # the notebooks' figures (notebook 05 redraws every one of them from the result files alone)
 # ----------------------------------------------------------------------------------------------------------
-METHOD_LABELS = {
-    "dense": "dense", "fcpts": "FCPTS", "fcpts-released": "FCPTS (released)", "fcpts-ste": "FCPTS (STE)",
-    "uniform": "uniform", "global": "global magnitude", "erk": "ERK", "lamp": "LAMP", "pot": "POT-style",
-    "one_shot": "one-shot", "iterative": "iterative", "agp": "AGP", "one_cycle": "one-cycle", "paper": "paper",
-    "unipts": "UniPTS", "abs": "abs: |S − S*|", "pow2": "pow2: (S − S*)²",
-    "str": "STR", "probmask": "ProbMask", "dsa": "DSA-style (unstructured, parameter budget)",
-    "dst-ee": "DST-EE", "rigl": "RigL (DST-EE, c = 0)",
-}
+SERIES_LABELS = {**SCHEDULE_LABELS, "fcpts-released": "FCPTS (released)", "paper": "paper", "unipts": "UniPTS",
+                 "abs": "abs: |S − S*|", "pow2": "pow2: (S − S*)²"}
 CLAIM_PHRASES = {"top1_gain_vs_previous_pts_sota": "above the previous post-training-sparsity state of the art",
                  "top1_drop_vs_dense": "below the dense model"}
 TIER_LABELS = {"a": "tier a: masks only", "b": "tier b: masks + BN re-estimation",
@@ -123,8 +120,13 @@ ESTIMATOR_STYLES = {  # the bridge figure: one look per estimator
 }
 
 
-def label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+def _dense_color() -> str:
+    return color(registry.names(role="reference")[0])
+
+
+def label(name: str) -> str:
+    """A registered method's label, else a series' (``SERIES_LABELS``), else the name."""
+    return registry.label(name) if name in registry.METHODS else SERIES_LABELS.get(name, name)
 
 
 def _legend_below(fig: plt.Figure, axes, ncol: int = 4) -> None:
@@ -266,7 +268,7 @@ def _error_axis(ax, dense_top1: float | None, chance: float | None = 90.0) -> No
     ax.set_yticks([0.5, 1, 2, 5, 10, 20, 50, 100])
     ax.set_yticklabels(["0.5", "1", "2", "5", "10", "20", "50", "100"])
     if dense_top1 is not None:
-        ax.axhline(max(100 - 100 * dense_top1, ERROR_FLOOR), color=color("dense"), linestyle="--", linewidth=1,
+        ax.axhline(max(100 - 100 * dense_top1, ERROR_FLOOR), color=_dense_color(), linestyle="--", linewidth=1,
                    label="dense model")
     if chance is not None:
         ax.axhline(chance, color="#999999", linestyle=":", linewidth=1, label="chance (10 classes)")
@@ -290,22 +292,24 @@ def plot_accuracy_vs_sparsity(table, tiers=("a", "b", "c"), dense_top1: float | 
     FCPTS (which always reconstructs) in every panel. The log scale separates 1 % from 2 % error as clearly as
     20 % from 40 %; error bars are the rows' 95 % intervals where the table has ``low``/``high``."""
     use_style()
-    targets = sorted(table.loc[table["method"] != "dense", "target"].round(6).unique())
+    pruned = table[~registry.is_role(table["method"], "reference")]
+    targets = sorted(set(pruned["target"].map(target_key)))
     position = {t: i for i, t in enumerate(targets)}
     fig, axes = plt.subplots(1, len(tiers), figsize=(4.6 * len(tiers), 4.2), sharey=True, squeeze=False)
     axes = axes[0]
-    fcpts = table[table["method"] == "fcpts"].sort_values("target")
+    proposed = registry.is_role(table["method"], "proposed")
+    fcpts = table[proposed].sort_values("target")
     for ax, tier in zip(axes, tiers):
-        rows = table[(table["tier"] == tier) & (table["method"] != "fcpts")]
+        rows = table[(table["tier"] == tier) & ~proposed]
         for method, part in rows.groupby("method", sort=False):
             part = part.sort_values("target")
-            _error_line(ax, part, [position[round(t, 6)] for t in part["target"]], color(method), label(method))
-        if len(fcpts):
-            _error_line(ax, fcpts, [position[round(t, 6)] for t in fcpts["target"]], color("fcpts"), "FCPTS",
+            _error_line(ax, part, [position[target_key(t)] for t in part["target"]], color(method), label(method))
+        for method, part in fcpts.groupby("method", sort=False):
+            _error_line(ax, part, [position[target_key(t)] for t in part["target"]], color(method), label(method),
                         bold=True)
         _error_axis(ax, dense_top1)
         ax.set_xticks(range(len(targets)))
-        ax.set_xticklabels([f"{t:.0%}" for t in targets])
+        ax.set_xticklabels([f"{float(t):.0%}" for t in targets])
         ax.set_title(TIER_LABELS.get(tier, tier), fontsize=10)
         ax.set_xlabel("target global sparsity")
     axes[0].set_ylabel("test error (%, log scale; lower is better)")
@@ -320,19 +324,20 @@ def plot_schedules(table, dense_top1: float | None = None,
     one-shot, iterative, AGP and one-cycle schedules (labels, same number of steps)."""
     use_style()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    sched = table[table["method"].str.startswith("prune_train")]
+    sched = table[registry.is_scheduled(table["method"])]
     for name, part in sched.groupby("schedule", sort=False):
         part = part.sort_values("target")
         ax.plot(part["achieved_sparsity"] * 100, part["top1"] * 100, marker="o", markersize=4, linewidth=1.3,
                 color=color(name), label=f"{label(name)} (prune + train)")
         _band(ax, part, color(name))
-    fcpts = table[table["method"] == "fcpts"].sort_values("target")
-    if len(fcpts):
+    for method, fcpts in table[registry.is_role(table["method"], "proposed")].groupby("method", sort=False):
+        fcpts = fcpts.sort_values("target")
         ax.plot(fcpts["achieved_sparsity"] * 100, fcpts["top1"] * 100, marker="s", markersize=5, linewidth=2.0,
-                color=color("fcpts"), label="FCPTS (post-training)")
-        _band(ax, fcpts, color("fcpts"))
+                color=color(method), label=f"{label(method)} (post-training)")
+        _band(ax, fcpts, color(method))
     if dense_top1 is not None:
-        ax.axhline(100 * dense_top1, color=color("dense"), linestyle="--", linewidth=1, label="dense")
+        dense = registry.names(role="reference")[0]
+        ax.axhline(100 * dense_top1, color=color(dense), linestyle="--", linewidth=1, label=label(dense))
     ax.set_xlabel("global sparsity (%)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_ylim(-2, 102)
@@ -346,14 +351,14 @@ RUN_KINDS = {  # what a run costs and needs, one colour each (accuracy_vs_time)
     "b": ("+ BN re-estimation (tier b)", "#4292c6"),
     "c": ("+ reconstruction, allocation fixed (tier c)", "#08519c"),
     "train": ("prune while training, with labels", "#31a354"),
-    "fcpts": ("FCPTS: learned allocation, no labels", "#d62728"),
+    "learned": ("FCPTS: learned allocation, no labels", "#d62728"),
 }
 
 
 def _run_kind(row) -> str:
-    if row["method"] == "fcpts":
-        return "fcpts"
-    if str(row["method"]).startswith("prune_train") or row["tier"] in ("finetune", "scratch"):
+    if registry.is_role(str(row["method"]), "proposed"):
+        return "learned"
+    if registry.is_family(str(row["method"]), "training"):
         return "train"
     return str(row["tier"])
 
@@ -383,16 +388,16 @@ def plot_accuracy_vs_time(table, targets, title: str = "What each kind of method
     fig, axes = plt.subplots(1, len(targets), figsize=(5.6 * len(targets), 4.4), sharey=True, squeeze=False)
     axes = axes[0]
     for ax, target in zip(axes, targets):
-        rows = table[((table["target"] - target).abs() < 1e-9) & (table["method"] != "dense")].copy()
+        rows = table[at_target(table["target"], target) & ~registry.is_role(table["method"], "reference")].copy()
         rows["kind"] = rows.apply(_run_kind, axis=1)
         for kind, (text, c) in RUN_KINDS.items():
             part = rows[rows["kind"] == kind]
             if part.empty:
                 continue
             seconds = part["wall_time"].astype(float).clip(lower=1e-2)
-            ax.scatter(seconds, _error(part["top1"]), color=c, marker="s" if kind == "fcpts" else "o",
-                       s=80 if kind == "fcpts" else 40, edgecolor="white", linewidth=0.6, label=text,
-                       zorder=4 if kind == "fcpts" else 3)
+            ax.scatter(seconds, _error(part["top1"]), color=c, marker="s" if kind == "learned" else "o",
+                       s=80 if kind == "learned" else 40, edgecolor="white", linewidth=0.6, label=text,
+                       zorder=4 if kind == "learned" else 3)
             best = part.loc[part["top1"].idxmax()]
             name = label(best["schedule"] if kind == "train" else best["method"])
             ax.annotate(name, (max(float(best["wall_time"]), 1e-2), float(_error(best[["top1"]]).iloc[0])),
@@ -419,10 +424,11 @@ def plot_published(published, ours=None, model: str = "ResNet-50", dense_top1: f
     fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 4.8), sharey=True)
     rows = published[published["model"] == model].fillna({"reconstruction": "", "weights": "", "qualifier": ""})
     top1 = rows[rows["metric"] == "top1"]
-    dense = {r["weights"]: float(r["value"]) for _, r in top1[top1["method"] == "dense"].iterrows()}
+    reference = registry.is_role(top1["method"], "reference")
+    dense = {r["weights"]: float(r["value"]) for _, r in top1[reference].iterrows()}
     styles = {"none": dict(linestyle="--", marker="v"), "layer-wise": dict(linestyle="-", marker="^")}
     notes = []
-    for (method, recon, weights), part in top1[top1["method"] != "dense"].groupby(
+    for (method, recon, weights), part in top1[~reference].groupby(
             ["method", "reconstruction", "weights"], sort=False):
         part = part.sort_values("sparsity")
         source = "msbench" if "msbench" in part["source"].iloc[0] else part["source"].iloc[0].split(",")[0]
@@ -450,7 +456,7 @@ def plot_published(published, ours=None, model: str = "ResNet-50", dense_top1: f
             part = part.sort_values("sparsity")
             style = next((v for k, v in tier_styles.items() if k in text), dict(linestyle="-", marker="s"))
             right.plot(part["sparsity"] * 100, 100 * (dense_top1 - part["top1"]), color=color(part["method"].iloc[0]),
-                       markersize=5, linewidth=2 if part["method"].iloc[0] == "fcpts" else 1.4,
+                       markersize=5, linewidth=2 if registry.is_role(part["method"].iloc[0], "proposed") else 1.4,
                        label=f"{text} (dense {100 * dense_top1:.2f})", **style)
         datasets = ", ".join(sorted(set(ours["dataset"])))
         right.set_title(f"this kit, the same comparison ({datasets})", fontsize=11)
@@ -476,7 +482,7 @@ def plot_learner_trajectories(trajectories, targets, title: str = "Global sparsi
     targets = list(targets)
     fig, axes = plt.subplots(1, len(targets), figsize=(5.6 * len(targets), 4.0), squeeze=False)
     for ax, target in zip(axes[0], targets):
-        part = trajectories[(trajectories["target"] - target).abs() < 1e-9]
+        part = trajectories[at_target(trajectories["target"], target)]
         for method, rows in part.groupby("method", sort=False):
             stats = rows.groupby("step")["sparsity"].agg(["mean", "min", "max"])
             c = color(method)
@@ -501,7 +507,7 @@ def plot_learner_allocations(allocations, targets, seed: int = 0, title: str = "
     targets = list(targets)
     fig, axes = plt.subplots(len(targets), 1, figsize=(11, 3.6 * len(targets)), squeeze=False, layout="constrained")
     for ax, target in zip(axes[:, 0], targets):
-        part = allocations[((allocations["target"] - target).abs() < 1e-9) & (allocations["seed"] == seed)]
+        part = allocations[at_target(allocations["target"], target) & (allocations["seed"] == seed)]
         curves = {label(m): dict(zip(rows["layer"], rows["sparsity"])) for m, rows in part.groupby("method", sort=False)}
         if curves:
             plot_allocation(curves, title=f"{title} at {target:.0%} (seed {seed})", ax=ax)
@@ -516,7 +522,7 @@ def plot_coverage(coverage, targets, tier: str = "finetune",
     targets = list(targets)
     fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 3.8), squeeze=False)
     for ax, target in zip(axes[0], targets):
-        part = coverage[((coverage["target"] - target).abs() < 1e-9) & (coverage["tier"] == tier)]
+        part = coverage[at_target(coverage["target"], target) & (coverage["tier"] == tier)]
         for method, rows in part.groupby("method", sort=False):
             stats = rows.groupby("step")["coverage"].agg(["mean", "min", "max"])
             ax.plot(stats.index, stats["mean"], color=color(method), marker="o", markersize=3, label=label(method))
@@ -550,7 +556,7 @@ def plot_training_aware(summary, dense_top1: float | None = None,
         ax.errorbar(100 * rows["target"], 100 * rows["mean"], yerr=[100 * below, 100 * above], capsize=3,
                     color=color(method), linestyle=styles.get(tier, "-"), marker="o", markersize=4, label=name)
     if dense_top1 is not None:
-        ax.axhline(100 * dense_top1, color=color("dense"), linestyle=":", linewidth=1, label="dense")
+        ax.axhline(100 * dense_top1, color=_dense_color(), linestyle=":", linewidth=1, label=registry.label(registry.names(role="reference")[0]))
     ax.set_xlabel("target sparsity (%)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title(title)

@@ -2,8 +2,8 @@
 
 1. **Allocation**: one global threshold on the scale-free score |w| / ‖W_l‖₂ (‖·‖₂ the Frobenius norm of the
    layer's whole weight tensor), so layers of small weights are not wiped out as with global magnitude.
-   The zero count is exact (round(S*·N), like every allocation of the kit); registered as ``"pot"`` in
-   ``fcpts.allocation.ALLOCATIONS`` when this module is imported.
+   The zero count is exact (round(S*·N), like every allocation of the kit); ``fcpts.baselines.ALLOCATIONS`` lists it
+   as ``"pot"`` beside the magnitude allocations.
 2. **Weight correction** per output channel, so the pruned channel keeps the dense channel's first two
    moments. ``"pot"`` (default) is the formula of OpenVINO POT's ``MagnitudeSparsity`` (the authors'
    released tool): with W the dense channel and S = mask ⊙ W, scale = std(W)/(std(S) + eps),
@@ -22,22 +22,25 @@
 from __future__ import annotations
 
 import copy
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .allocation import ALLOCATIONS, _global_score_allocation, apply_masks, magnitude_masks, zero_budget
+from .allocation import global_score_allocation, apply_masks, magnitude_masks, zero_budget
 from .calibration import CalibrationStream
 from .masking import check_finite, count_zeros
+from .options import Options
 
 
 @dataclass
-class PotConfig:
+class PotConfig(Options):
+    """POT-style post-training pruning (``pot_prune``): the correction and the layer-wise calibration of the
+    comparison runner's pot rows in tiers a and b (``--pot-iterations``, ``--pot-lr``)."""
+
     correction: str = "pot"  # "pot" (OpenVINO POT formula), "exact" or "none"
     calibrate: bool = True  # layer-wise calibration after the correction
     iterations_per_layer: int = 50  # Adam steps per pruned layer
@@ -46,9 +49,9 @@ class PotConfig:
     samples: int = 512  # calibration images whose dense layer inputs are recorded
     cache_bytes: int = 1 << 30  # at most this many bytes of recorded layer inputs at once
     eps: float = 1e-9  # POT's safety term in the std ratio
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
+    seed: int = 0  # which calibration images are recorded (and their augmentations), the Adam batches' order
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    progress: bool = True  # progress bar over the calibrated layers
 
     def __post_init__(self) -> None:
         if self.correction not in ("pot", "exact", "none"):
@@ -56,9 +59,6 @@ class PotConfig:
         for name in ("iterations_per_layer", "batch_size", "samples"):
             if int(getattr(self, name)) < (0 if name == "iterations_per_layer" else 1):
                 raise ValueError(f"PotConfig.{name} must be positive, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -75,10 +75,8 @@ def pot_scores(weight: torch.Tensor) -> torch.Tensor:
 def pot_allocation(model: nn.Module, target: float, include=("*",), exclude=()) -> dict[str, float]:
     """POT's allocation: the ``round(S*·N)`` lowest scores |w|/‖W_l‖₂ over all selected layers."""
     layers, zeros = zero_budget(model, target, include, exclude)
-    return _global_score_allocation(layers, zeros, {n: pot_scores(m.weight) for n, m in layers.items()})
+    return global_score_allocation(layers, zeros, {n: pot_scores(m.weight) for n, m in layers.items()})
 
-
-ALLOCATIONS.setdefault("pot", pot_allocation)
 
 
 # ---------------------------------------------------------------------------------------------------------

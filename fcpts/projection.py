@@ -3,12 +3,15 @@
 The released code only *penalises* |S - S*|, so its final sparsity is whatever the thresholds give at the
 last step. Here one shared multiplicative shift τ of all thresholds is chosen — equivalently a global cut on
 the scale-free score |w| / t_l — so that exactly the required number of weights falls below it; ties at
-the cut are broken by position. A layer's learned threshold t_l becomes τ · t_l: the learned allocation's
-shape is kept, only its level moves.
+the cut are broken by position, lowest index first (``masking.lowest_k``, the one rule every method that drops
+weights uses). A layer's learned threshold t_l becomes τ · t_l: the learned allocation's shape is kept, only
+its level moves.
 """
 from __future__ import annotations
 
 import torch
+
+from .masking import lowest_k
 
 
 @torch.no_grad()
@@ -42,13 +45,8 @@ def project_scores(scores: dict[str, torch.Tensor], to_prune: int) -> tuple[dict
                          "the target asks for; raise the target")
     if to_prune > flat.numel():
         raise ValueError(f"cannot zero {to_prune:,} of {flat.numel():,} prunable weights")
-    prune = torch.zeros_like(flat, dtype=torch.bool)
-    tau = 0.0
-    if to_prune > 0:
-        tau = float(torch.kthvalue(flat.cpu(), to_prune).values)
-        prune = flat < tau
-        ties = torch.nonzero(flat == tau).flatten()
-        prune[ties[: to_prune - int(prune.sum())]] = True
+    prune, cut = lowest_k(flat, to_prune)
+    tau = 0.0 if cut is None else float(cut)
     masks, start = {}, 0
     for n in names:
         size = scores[n].numel()

@@ -5,7 +5,7 @@ At every training step k (progress t = k/(steps−1), so the last step is at t =
 1. s = schedule(t, s_i, s_f); the exact per-layer zero counts for s come from the kit's allocations
    (``uniform``: every layer at s, the One-Cycle Pruning paper's setting; ``global``: one |w| threshold),
    and the masks drop the smallest |w| (of each layer, or over all layers for ``global``): the same sets as
-   ``magnitude_masks`` (torch's l1 pruning) up to the order of exact ties, found with ``kthvalue``;
+   ``magnitude_masks``, ties included (both use ``masking.lowest_k``: ``kthvalue``, ties by position);
 2. the pruned weights are zeroed, the batch's cross-entropy is back-propagated, the gradients of pruned
    weights are masked, the optimiser steps, and the pruned weights are zeroed again (momentum or Adam
    state cannot revive them).
@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -35,33 +35,39 @@ from tqdm.auto import tqdm
 
 from .allocation import global_magnitude_allocation, uniform_allocation, zero_budget
 from .config import check_target
-from .masking import check_finite, count_zeros, prunable_layers, weight_sparsity_table
+from .guards import check_final_outputs
+from .masking import check_finite, count_zeros, lowest_k_mask, prunable_layers, weight_sparsity_table
+from .options import Options
 from .schedules import SCHEDULES, get_schedule, progress
 
 _MASK_ALLOCATIONS = {"uniform": uniform_allocation, "global": global_magnitude_allocation}
 
 
 @dataclass
-class PruneTrainConfig:
+class PruneTrainConfig(Options):
+    """Training with labels: the schedule-driven pruning of ``prune_train`` and the training loop of
+    ``fcpts.dst.dst_train``; the comparison runner's training rows (prune_train-uniform, prune_train-global,
+    dst-ee, rigl; ``fcpts.runner.default_finetune``, ``--finetune-steps``, ``--finetune-lr``)."""
+
     schedule: str = "one_cycle"  # a name in fcpts.schedules.SCHEDULES
     schedule_options: dict = field(default_factory=dict)  # e.g. {"beta": 6} or {"at": 0.0}
     allocation: str = "uniform"  # "uniform" (per layer, the paper) or "global" magnitude
     s_i: float = 0.0  # starting sparsity of the schedule
     steps: int = 0  # training steps; 0: use epochs
     epochs: float = 1.0  # used when steps == 0: ceil(epochs * batches per epoch)
-    batch_size: int = 64
+    batch_size: int = 64  # labelled training images per step
     optimizer: str = "adamw"  # "adamw" or "sgd"
     lr: float = 1e-3  # peak learning rate
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # on every parameter (AdamW's decoupled decay, or SGD's)
     momentum: float = 0.9  # sgd only
     lr_schedule: str = "onecycle"  # "onecycle" (fastai's fit_one_cycle, as in the paper), "cosine", "constant"
-    label_smoothing: float = 0.0
-    include: tuple = ("*",)
-    exclude: tuple = ()
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
-    log_every: int = 10
+    label_smoothing: float = 0.0  # of the cross-entropy loss
+    include: tuple = ("*",)  # Conv2d/Linear layers whose name matches one of these may be pruned (fnmatch)
+    exclude: tuple = ()  # ...unless it matches one of these; excluded layers stay dense
+    seed: int = 0  # torch's global seed at the start and the batch order
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    progress: bool = True  # progress bar
+    log_every: int = 10  # record the history every k steps (and at the last)
 
     def __post_init__(self) -> None:
         self.include, self.exclude = tuple(self.include), tuple(self.exclude)
@@ -77,14 +83,6 @@ class PruneTrainConfig:
             raise ValueError("give a positive number of steps or epochs")
         if not 0.0 <= self.s_i < 1.0:
             raise ValueError(f"s_i must lie in [0, 1), got {self.s_i}")
-
-    def replace(self, **kw) -> "PruneTrainConfig":
-        return PruneTrainConfig(**{**asdict(self), **kw})
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["include"], d["exclude"] = list(self.include), list(self.exclude)
-        return d
 
 
 @dataclass
@@ -128,30 +126,12 @@ def _batches(data, batch_size: int, seed: int):
 
 
 @torch.no_grad()
-def _keep_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean keep-mask that drops exactly the ``k`` smallest ``scores`` (flat), by ``kthvalue`` (several times
-    faster than ``topk`` on CPU); ties at the cut are broken by position."""
-    n = scores.numel()
-    if k <= 0:
-        return torch.ones(n, dtype=torch.bool, device=scores.device)
-    if k >= n:
-        return torch.zeros(n, dtype=torch.bool, device=scores.device)
-    cut = torch.kthvalue(scores.cpu(), k).values.to(scores.device)
-    keep = scores > cut
-    surplus = int(n - keep.sum()) - k  # ties at the cut dropped beyond k: keep that many of them
-    if surplus > 0:
-        ties = torch.nonzero(scores == cut).flatten()
-        keep[ties[-surplus:]] = True
-    return keep
-
-
-@torch.no_grad()
 def masks_at(model: nn.Module, sparsity: float, allocation: str = "uniform", include=("*",), exclude=()) -> dict[str, torch.Tensor] | None:
     """Magnitude masks that zero exactly round(sparsity · N) weights (None for sparsity 0).
 
     ``uniform``: the per-layer counts of ``uniform_allocation`` (exact, largest remainder), the smallest |w|
     of each layer; ``global``: the smallest |w| over all selected layers. The same sets as
-    ``magnitude_masks(model, allocation)`` (up to the order of exact ties), computed with ``kthvalue``.
+    ``magnitude_masks(model, allocation)``, ties included (the one rule of ``masking.lowest_k``).
     """
     if sparsity <= 0.0:
         return None
@@ -162,10 +142,10 @@ def masks_at(model: nn.Module, sparsity: float, allocation: str = "uniform", inc
         for name, module in layers.items():
             w = module.weight
             k = int(round(counts[name] * w.numel()))
-            masks[name] = _keep_mask(w.detach().abs().flatten(), k).reshape(w.shape).to(w.dtype)
+            masks[name] = (~lowest_k_mask(w.detach().abs(), k)).to(w.dtype)
         return masks
     flat = torch.cat([m.weight.detach().abs().flatten() for m in layers.values()])
-    keep = _keep_mask(flat, zeros)
+    keep = ~lowest_k_mask(flat, zeros)
     masks, start = {}, 0
     for name, module in layers.items():
         size = module.weight.numel()
@@ -227,54 +207,19 @@ def train_with_masks(model: nn.Module, train_data, target: float, config: PruneT
     layers = prunable_layers(student, config.include, config.exclude)
     zero_budget(student, target, config.include, config.exclude)  # fails early if the target is impossible
     batches = _batches(train_data, config.batch_size, config.seed)
-    if config.steps > 0:
-        steps = int(config.steps)
-    else:
-        per_epoch = len(train_data) // config.batch_size if not isinstance(train_data, DataLoader) else len(train_data)
-        steps = max(1, math.ceil(config.epochs * max(1, per_epoch)))
+    steps = _step_count(train_data, config)
     policy = make_policy(student, layers)
-    if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
-
-    def apply(masks, attribute: str) -> None:
-        with torch.no_grad():
-            for name, mask in (masks or {}).items():
-                tensor = getattr(layers[name].weight, attribute)
-                if tensor is not None:
-                    tensor.mul_(mask)
-
+    optimizer = _optimizer(student, config)
     history = []
     student.train()
     bar = tqdm(range(steps), desc=f"{policy.label} {target:.0%}", disable=not config.progress, leave=False)
     for step in bar:
-        policy.before_step(step, steps)
-        apply(policy.masks, "data")
-        lr = config.lr * _lr_factor(config.lr_schedule, step, steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = next(batches)
-        logits = student(x.to(device))
-        loss = F.cross_entropy(logits, y.to(device), label_smoothing=config.label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step} ({policy.label}); lower PruneTrainConfig.lr "
-                                     f"(now {config.lr})")
-        loss_value = loss.item()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if policy.after_backward(step, steps, optimizer):
-            apply(policy.masks, "grad")
-            optimizer.step()
-        apply(policy.masks, "data")
+        row = _train_step(student, layers, policy, optimizer, next(batches), step, steps, config, device)
         if step % config.log_every == 0 or step == steps - 1:
-            history.append(dict(step=step, **policy.log(), loss=loss_value, lr=lr))
+            history.append(row)
         if on_step is not None:
             on_step(step, student, policy, optimizer)
-        bar.set_postfix(loss=f"{loss_value:.3f}", **{k: f"{v:.3f}" for k, v in policy.log().items()
-                                                     if k in ("sparsity", "coverage")})
-
+        bar.set_postfix(loss=f"{row['loss']:.3f}", **{k: f"{row[k]:.3f}" for k in ("sparsity", "coverage") if k in row})
     student.eval()
     zeros, total = count_zeros(student)
     expected = _zero_count(student, target, config.include, config.exclude)
@@ -287,11 +232,60 @@ def train_with_masks(model: nn.Module, train_data, target: float, config: PruneT
                             wall_time=time.perf_counter() - start_time, config=config)
 
 
+def _step_count(train_data, config: PruneTrainConfig) -> int:
+    if config.steps > 0:
+        return int(config.steps)
+    per_epoch = len(train_data) // config.batch_size if not isinstance(train_data, DataLoader) else len(train_data)
+    return max(1, math.ceil(config.epochs * max(1, per_epoch)))
+
+
+def _optimizer(student: nn.Module, config: PruneTrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(student.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def _apply(layers: dict[str, nn.Module], masks, attribute: str) -> None:
+    """Multiply every masked layer's weight (``data``) or its gradient (``grad``) by its mask."""
+    for name, mask in (masks or {}).items():
+        tensor = getattr(layers[name].weight, attribute)
+        if tensor is not None:
+            tensor.mul_(mask)
+
+
+def _train_step(student, layers, policy, optimizer, batch, step: int, steps: int, config: PruneTrainConfig,
+                device) -> dict:
+    """One masked training step; returns its history row (the policy's values, loss, lr)."""
+    policy.before_step(step, steps)
+    _apply(layers, policy.masks, "data")
+    lr = config.lr * _lr_factor(config.lr_schedule, step, steps)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    x, y = batch
+    loss = F.cross_entropy(student(x.to(device)), y.to(device), label_smoothing=config.label_smoothing)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss at step {step} ({policy.label}); lower PruneTrainConfig.lr "
+                                 f"(now {config.lr})")
+    loss_value = loss.item()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if policy.after_backward(step, steps, optimizer):
+        _apply(layers, policy.masks, "grad")
+        optimizer.step()
+    _apply(layers, policy.masks, "data")
+    return dict(step=step, **policy.log(), loss=loss_value, lr=lr)
+
+
 def prune_train(model: nn.Module, train_data, target: float, config: PruneTrainConfig | None = None) -> PruneTrainResult:
     """Train a copy of ``model`` on labelled ``train_data`` (a Dataset of ``(x, y)`` or a DataLoader) while
     pruning it along ``config.schedule`` to exactly ``target`` global sparsity."""
     config = config or PruneTrainConfig()
     if config.s_i > check_target(target):
         raise ValueError(f"s_i = {config.s_i} exceeds the target {target}")
-    return train_with_masks(model, train_data, target, config,
-                            lambda student, layers: SchedulePolicy(student, layers, target, config))
+    result = train_with_masks(model, train_data, target, config,
+                              lambda student, layers: SchedulePolicy(student, layers, target, config))
+    check_final_outputs(result.model, train_data, f"prune_train-{config.allocation} ({config.schedule})", target,
+                        result.steps, hint=f"lower PruneTrainConfig.lr (now {config.lr}) or check the training inputs")
+    return result

@@ -30,15 +30,17 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .baselines import ALLOCATION_METHODS, TIERS, prune_baseline
+from .baselines import TIERS, prune_baseline
 from .calibration import recalibrate_bn
 from .config import Config
 from .dsa import DsaConfig, DsaLearner
 from .dst import DstConfig, dst_train
+from .guards import check_final_outputs
 from .learners import ProbMaskConfig, ProbMaskLearner, StrConfig, StrLearner
 from .pot import PotConfig
 from .prune_train import PruneTrainConfig, prune_train
-from .sparsify import FcptsLearner, learn_allocation
+from .learner import FcptsLearner
+from .sparsify import learn_allocation
 
 NONE = "-"
 
@@ -80,13 +82,28 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Method:
+    """One registered method: how it runs, and everything callers need to know about it (label, colour, role,
+    which rows it has), so that no caller spells a method's name."""
+
     name: str
     family: str  # "dense", "allocation", "learner", "training"
     run: Callable[[RunContext, RunSpec], tuple[nn.Module, dict]]
     description: str
+    label: str = ""  # how figures and tables name it (default: the name)
+    color: str = "#7f7f7f"
+    role: str = "competitor"  # "reference" (the dense model), "proposed" (FCPTS and its variants), "competitor"
+    variant_of: str = ""  # a variant of another method (its rows are not in a default sweep)
     options: Callable[[], Any] | None = None  # default options dataclass (learners), part of the row's fingerprint
     config_overrides: dict = field(default_factory=dict)  # Config fields this method changes (FCPTS variants)
     scheduled: bool = True  # training family: one row per sparsity schedule (False: dynamic sparse training)
+    mask_allocation: str = ""  # training family: the masks' allocation ("uniform" per layer or "global")
+    tier_b_reuses_a: bool = False  # allocation: tier b re-estimates BN on tier a's model (POT: a costly tier a)
+    extra_settings: Callable[[RunContext, "RunSpec"], dict | None] | None = None  # more of what changes a row
+    check_options: Callable[[Any], None] | None = None  # raise ValueError for options the method cannot run
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
     def reconstructs(self, tier: str) -> bool:
         """Whether this method's row in ``tier`` runs the shared reconstruction loop (``learn_allocation``)."""
@@ -94,16 +111,19 @@ class Method:
 
     def settings(self, ctx: RunContext, spec: RunSpec) -> dict | None:
         """What changes this row's numbers beyond the Config and the dense model (None: nothing)."""
-        if self.family == "allocation" and self.name == "pot" and spec.tier != "c":
-            return {"pot": _pot_settings(ctx.pot)}
+        if self.extra_settings is not None:
+            extra = self.extra_settings(ctx, spec)
+            if extra is not None:
+                return extra
         if self.family == "training" and self.scheduled:
-            finetune = {**ctx.finetune.to_dict(), "allocation": self.name.split("-", 1)[1]}
+            finetune = {**ctx.finetune.to_dict(), "allocation": self.mask_allocation}
             return {"finetune": {k: v for k, v in finetune.items()
                                  if k not in ("seed", "device", "progress", "schedule", "log_every")}}
         if self.family == "training":  # no schedule: the sparsity follows the method's own options
             unused = ("seed", "device", "progress", "schedule", "log_every", "allocation", "schedule_options", "s_i")
+            options = {k: v for k, v in ctx.options(self).to_dict().items() if _ADDED_OPTIONS.get(k, _NO) != v}
             return {"finetune": {k: v for k, v in ctx.finetune.to_dict().items() if k not in unused},
-                    "dst": {"name": self.name, **ctx.options(self).to_dict()}}
+                    "dst": {"name": self.name, **options}}
         extra = {}
         if self.options is not None:
             extra["learner"] = {"name": self.name, **ctx.options(self).to_dict()}
@@ -112,8 +132,14 @@ class Method:
         return extra or None
 
 
+# Options added after rows were committed, with the value those rows were computed with: hashed only when they
+# differ from it, so the committed rows keep their keys and a row computed any other way gets a new one.
+_ADDED_OPTIONS = {"ties": "topk"}
+_NO = object()
+
 METHODS: dict[str, Method] = {}
 FAMILY_PHASE = {"dense": 0, "allocation": 1, "learner": 5, "training": 6}  # cheap rows first in a sweep
+ROLES = ("reference", "proposed", "competitor")
 
 
 def register(method: Method) -> Method:
@@ -121,6 +147,8 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {method.name!r} is registered already")
     if method.family not in FAMILY_PHASE:
         raise ValueError(f"unknown family {method.family!r}; one of {', '.join(FAMILY_PHASE)}")
+    if method.role not in ROLES:
+        raise ValueError(f"unknown role {method.role!r}; one of {', '.join(ROLES)}")
     METHODS[method.name] = method
     return method
 
@@ -131,8 +159,54 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def methods_of(family: str) -> tuple[str, ...]:
-    return tuple(n for n, m in METHODS.items() if m.family == family)
+def names(family: str | None = None, role: str | None = None, default: bool = False) -> list[str]:
+    """Registered method names of ``family`` and/or ``role``, in registration order; ``default=True`` leaves
+    out variants (``variant_of``)."""
+    return [n for n, m in METHODS.items() if (family is None or m.family == family)
+            and (role is None or m.role == role) and not (default and m.variant_of)]
+
+
+def is_role(method_names, role: str):
+    """Which of ``method_names`` (a name, or a pandas Series of names) have ``role``: how tables filter rows."""
+    chosen = set(names(role=role))
+    if isinstance(method_names, str):
+        return method_names in chosen
+    return method_names.isin(chosen)
+
+
+def is_family(method_names, family: str):
+    """Which of ``method_names`` (a name, or a pandas Series of names) belong to ``family``."""
+    chosen = set(names(family=family))
+    if isinstance(method_names, str):
+        return method_names in chosen
+    return method_names.isin(chosen)
+
+
+def is_scheduled(method_names):
+    """Which of ``method_names`` are training-aware methods with one row per sparsity schedule."""
+    chosen = {n for n, m in METHODS.items() if m.family == "training" and m.scheduled}
+    if isinstance(method_names, str):
+        return method_names in chosen
+    return method_names.isin(chosen)
+
+
+def training_method(allocation: str) -> Method:
+    """The scheduled training-aware method whose masks use ``allocation`` ("uniform" or "global")."""
+    for method in METHODS.values():
+        if method.family == "training" and method.scheduled and method.mask_allocation == allocation:
+            return method
+    raise ValueError(f"no training-aware method with {allocation!r} masks; registered: "
+                     f"{', '.join(m.mask_allocation for m in METHODS.values() if m.mask_allocation)}")
+
+
+def label(name: str) -> str:
+    """How figures and tables name a method (its name when it is not registered)."""
+    return METHODS[name].display if name in METHODS else name
+
+
+def color(name: str) -> str | None:
+    """A method's colour (None when it is not registered)."""
+    return METHODS[name].color if name in METHODS else None
 
 
 def variants(method: Method, tiers=TIERS, schedules=(), starts=("dense",)) -> list[tuple[str, str, str]]:
@@ -149,15 +223,17 @@ def variants(method: Method, tiers=TIERS, schedules=(), starts=("dense",)) -> li
 
 def phase(method: Method, tier: str) -> int:
     if method.family == "allocation":
-        return 4 if tier == "c" else (2 if method.name == "pot" else 1)
-    if method.name == "fcpts":
+        return 4 if tier == "c" else (2 if method.tier_b_reuses_a else 1)
+    if method.role == "proposed" and not method.variant_of:
         return 3
     return FAMILY_PHASE[method.family]
 
 
-def _pot_settings(pot: PotConfig | None) -> dict:
-    pot = pot or PotConfig(progress=False)
-    return {k: v for k, v in pot.to_dict().items() if k not in ("seed", "device", "progress")}
+def _pot_settings(ctx: RunContext, spec: RunSpec) -> dict | None:
+    if spec.tier == "c":
+        return None
+    pot = ctx.pot or PotConfig(progress=False)
+    return {"pot": {k: v for k, v in pot.to_dict().items() if k not in ("seed", "device", "progress")}}
 
 
 # ----- the families' run functions ---------------------------------------------------------------------------
@@ -168,17 +244,19 @@ def _run_dense(ctx: RunContext, spec: RunSpec):
 def _run_allocation(ctx: RunContext, spec: RunSpec):
     cfg = ctx.config_for(spec.seed)
     calib = ctx.bundle(spec.seed).calib
-    if spec.method != "pot" or spec.tier == "c":
+    if not METHODS[spec.method].tier_b_reuses_a or spec.tier == "c":
         return prune_baseline(ctx.model, calib, spec.target, spec.method, spec.tier, cfg)
     key = (spec.target, spec.seed)
     if spec.tier == "b" and key in ctx.memo:  # POT itself is tier a; tier b only adds BN re-estimation
         pruned, info = ctx.memo.pop(key)
         tic = time.perf_counter()
         recalibrate_bn(pruned, calib, batches=None, batch_size=cfg.batch_size, seed=cfg.seed, device=ctx.device)
+        check_final_outputs(pruned.eval(), calib, f"{spec.method} tier b", spec.target, info["steps"],
+                            batch_size=cfg.batch_size, hint="check the dense model and the calibration inputs")
         return pruned.eval(), {**info, "tier": "b", "wall_time": info["wall_time"] + time.perf_counter() - tic}
     base = ctx.pot or PotConfig(device=cfg.device, progress=False)
     pcfg = PotConfig(**{**base.to_dict(), "seed": spec.seed, "progress": False})
-    pruned, info = prune_baseline(ctx.model, calib, spec.target, "pot", spec.tier, cfg, pcfg)
+    pruned, info = prune_baseline(ctx.model, calib, spec.target, spec.method, spec.tier, cfg, pcfg)
     if spec.tier == "a":
         ctx.memo[key] = copy.deepcopy((pruned, info))
     return pruned, info
@@ -215,7 +293,7 @@ def _training_start(ctx: RunContext, spec: RunSpec) -> nn.Module:
 
 def _run_training(ctx: RunContext, spec: RunSpec):
     initial = _training_start(ctx, spec)
-    allocation = spec.method.split("-", 1)[1]
+    allocation = METHODS[spec.method].mask_allocation
     ft = (ctx.finetune or PruneTrainConfig()).replace(schedule=spec.schedule, seed=spec.seed, allocation=allocation,
                                                       device=ctx.config.device, progress=False)
     result = prune_train(initial, ctx.train_split, spec.target, ft)
@@ -225,43 +303,58 @@ def _run_training(ctx: RunContext, spec: RunSpec):
 def _run_dst(ctx: RunContext, spec: RunSpec):
     """DST-EE / RigL with the schedule rows' training settings (steps, optimiser, lr) and the method's options."""
     initial = _training_start(ctx, spec)
-    options = ctx.options(METHODS[spec.method])
-    if spec.method == "rigl" and options.c != 0:
-        raise ValueError(f"rigl is DST-EE with c = 0; got c = {options.c} (use the method dst-ee for c > 0)")
+    method = METHODS[spec.method]
+    options = ctx.options(method)
+    if method.check_options is not None:
+        method.check_options(options)
     ft = (ctx.finetune or PruneTrainConfig()).replace(seed=spec.seed, device=ctx.config.device, progress=ctx.progress)
     result, coverage = dst_train(initial, ctx.train_split, spec.target, ft, options, start=spec.start)
     return result.model, dict(steps=result.steps, wall_time=result.wall_time, coverage=coverage)
 
 
 # ----- the registrations -------------------------------------------------------------------------------------
-register(Method("dense", "dense", _run_dense, "the unpruned model"))
-_ALLOCATION_TEXT = {
-    "uniform": "every layer at S*", "global": "one |w| threshold over all layers", "erk": "Erdős–Rényi-kernel densities",
-    "lamp": "LAMP scores, one global cut", "pot": "POT-style: |w|/‖W‖ cut, weight correction, layer-wise calibration",
-}
-for _name in ALLOCATION_METHODS:
-    register(Method(_name, "allocation", _run_allocation, _ALLOCATION_TEXT[_name]))
-register(Method("fcpts", "learner", _learner_runner(lambda options: FcptsLearner()),
-                "FCPTS: learned thresholds, the bridge and the controllable objective (the Config's recipe)"))
-register(Method("fcpts-kde", "learner", _learner_runner(lambda options: FcptsLearner()),
-                "FCPTS with the Gaussian-KDE bridge", config_overrides={"bridge": "kde"}))
-register(Method("fcpts-ste", "learner", _learner_runner(lambda options: FcptsLearner()),
-                "FCPTS with a straight-through gradient from L_rec", config_overrides={"gradient": "ste"}))
-register(Method("str", "learner", _learner_runner(StrLearner),
-                "STR: soft thresholds, no budget term (ERK start)", options=StrConfig))
-register(Method("probmask", "learner", _learner_runner(ProbMaskLearner),
-                "ProbMask: per-weight keep probabilities, projected budget", options=ProbMaskConfig))
-register(Method("dsa", "learner", _learner_runner(DsaLearner),
-                "DSA-style (unstructured, parameter budget): keep ratios with an ADMM budget", options=DsaConfig))
-register(Method("prune_train-uniform", "training", _run_training,
-                "training-aware pruning with labels, per-layer (uniform) magnitude masks"))
-register(Method("prune_train-global", "training", _run_training,
-                "training-aware pruning with labels, global magnitude masks"))
-register(Method("dst-ee", "training", _run_dst, "DST-EE: constant non-zeros at ERK, drop by magnitude, grow by "
-                "|gradient| + an exploration bonus", options=DstConfig, scheduled=False))
-register(Method("rigl", "training", _run_dst, "RigL: DST-EE with no exploration bonus (c = 0)",
-                options=lambda: DstConfig(c=0.0), scheduled=False))
+def _check_rigl(options: DstConfig) -> None:
+    if options.c != 0:
+        raise ValueError(f"rigl is DST-EE with c = 0; got c = {options.c} (use the method dst-ee for c > 0)")
 
-LEARNERS = ("str", "probmask", "dsa")  # the allocation learners FCPTS argues against (method.md §7)
-DISPLAY_NAMES = {"fcpts": "FCPTS", "str": "STR", "probmask": "ProbMask",
-                 "dsa": "DSA-style (unstructured, parameter budget)"}
+
+def _fcpts_variant(name: str, label: str, color: str, description: str, variant_of: str = "fcpts", **overrides):
+    register(Method(name, "learner", _learner_runner(lambda options: FcptsLearner()), description, label=label,
+                    color=color, role="proposed", variant_of=variant_of, config_overrides=overrides))
+
+
+register(Method("dense", "dense", _run_dense, "the unpruned model", label="dense", color="#333333", role="reference"))
+for _name, _label, _color, _text in (
+        ("uniform", "uniform", "#1f77b4", "every layer at S*"),
+        ("global", "global magnitude", "#2ca02c", "one |w| threshold over all layers"),
+        ("erk", "ERK", "#9467bd", "Erdős–Rényi-kernel densities"),
+        ("lamp", "LAMP", "#8c564b", "LAMP scores, one global cut")):
+    register(Method(_name, "allocation", _run_allocation, _text, label=_label, color=_color))
+register(Method("pot", "allocation", _run_allocation,
+                "POT-style: |w|/‖W‖ cut, weight correction, layer-wise calibration", label="POT-style",
+                color="#e377c2", tier_b_reuses_a=True, extra_settings=_pot_settings))
+_fcpts_variant("fcpts", "FCPTS", "#d62728",
+               "FCPTS: learned thresholds, the bridge and the controllable objective (the Config's recipe)",
+               variant_of="")
+_fcpts_variant("fcpts-kde", "FCPTS (KDE bridge)", "#ff9896", "FCPTS with the Gaussian-KDE bridge", bridge="kde")
+_fcpts_variant("fcpts-ste", "FCPTS (STE)", "#ff7f0e", "FCPTS with a straight-through gradient from L_rec",
+               gradient="ste")
+register(Method("str", "learner", _learner_runner(StrLearner), "STR: soft thresholds, no budget term (ERK start)",
+                label="STR", color="#1f77b4", options=StrConfig))
+register(Method("probmask", "learner", _learner_runner(ProbMaskLearner),
+                "ProbMask: per-weight keep probabilities, projected budget", label="ProbMask", color="#2ca02c",
+                options=ProbMaskConfig))
+register(Method("dsa", "learner", _learner_runner(DsaLearner),
+                "DSA-style (unstructured, parameter budget): keep ratios with an ADMM budget",
+                label="DSA-style (unstructured, parameter budget)", color="#e377c2", options=DsaConfig))
+for _allocation, _color in (("uniform", "#17becf"), ("global", "#bcbd22")):
+    register(Method(f"prune_train-{_allocation}", "training", _run_training,
+                    f"training-aware pruning with labels, {'per-layer (uniform)' if _allocation == 'uniform' else 'global'}"
+                    " magnitude masks", label=f"prune + train ({_allocation})", color=_color,
+                    mask_allocation=_allocation))
+register(Method("dst-ee", "training", _run_dst, "DST-EE: constant non-zeros at ERK, drop by magnitude, grow by "
+                "|gradient| + an exploration bonus", label="DST-EE", color="#2ca02c", options=DstConfig,
+                scheduled=False))
+register(Method("rigl", "training", _run_dst, "RigL: DST-EE with no exploration bonus (c = 0)",
+                label="RigL (DST-EE, c = 0)", color="#8c564b", options=lambda: DstConfig(c=0.0), scheduled=False,
+                check_options=_check_rigl))

@@ -87,6 +87,7 @@ SCHEDULES: dict[str, Schedule] = {
     "agp": agp,
     "one_cycle": one_cycle,
 }
+SCHEDULE_LABELS = {"one_shot": "one-shot", "iterative": "iterative", "agp": "AGP", "one_cycle": "one-cycle"}
 
 
 def get_schedule(name: str, **options) -> Callable[[float, float, float], float]:

@@ -78,7 +78,7 @@ nb.draw("schedule_shapes", run.tag, run.results, run.figures);
 # ## 1 · The table behind this notebook
 #
 # Every number here is a row of `data/comparison_<dataset>.csv`, written by the kit's runner
-# (`python -m fcpts.runner`): one row per method, tier or schedule, target and seed, with the test images it
+# (`fcpts sweep`): one row per method, tier or schedule, target and seed, with the test images it
 # got right. A row is keyed by a fingerprint of everything that changes its result (the configuration, the
 # dense model's weights, the method's settings), so a rerun computes only what is missing. This notebook
 # computes nothing by default (add `max_new_runs = -1` to the parameters cell to fill the table).
@@ -102,7 +102,7 @@ nb.draw("accuracy_vs_sparsity", run.tag, run.results, run.figures, dataset=confi
 # same line in every panel.
 
 # %%
-nb.interval_pivot(current[current["method"] != "dense"])
+nb.interval_pivot(current)
 
 # %% [markdown]
 # **Answer** (seed 0; `docs/results.md` pairs three seeds). It depends on the target.

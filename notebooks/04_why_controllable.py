@@ -38,7 +38,7 @@ seed: int = 0  # one seed: calibration sample, augmentations, initialisation
 # %%
 from fcpts import notebook as nb
 config, data, run = nb.setup(globals())
-from fcpts.registry import LEARNERS
+from fcpts.registry import names
 
 # %% [markdown]
 # ## The learners
@@ -66,7 +66,7 @@ from fcpts.registry import LEARNERS
 # details are options.
 
 # %%
-table, current = nb.comparison(config, run, kind="learners", methods=LEARNERS, tiers=("c",), schedules=())
+table, current = nb.comparison(config, run, kind="learners", methods=names(family="learner", role="competitor"), tiers=("c",), schedules=())
 found = nb.read_learners(run.results, config.dataset)
 
 # %% tags=["nbval-check-output"]

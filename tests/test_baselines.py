@@ -13,6 +13,7 @@ from fcpts import Config, count_zeros
 from fcpts.allocation import (ALLOCATIONS, allocate, apply_masks, erk_allocation, global_magnitude_allocation,
                               lamp_allocation, lamp_scores, magnitude_masks, uniform_allocation)
 from fcpts.baselines import ALLOCATION_METHODS, prune_baseline
+from fcpts.baselines import ALLOCATIONS as BASELINE_ALLOCATIONS
 from fcpts.masking import all_weight_layers, prunable_layers
 from fcpts.pot import PotConfig, correct_weights, pot_allocation, pot_prune, pot_scores
 from fcpts.prune_train import PruneTrainConfig, prune_train
@@ -131,7 +132,7 @@ def test_every_allocation_meets_its_target_exactly(method, target, exclude):
     model = cnn_linear()
     if exclude and target > 0.95:
         pytest.skip("conv1 holds 2.6 % of the weights: 99 % is out of reach with it dense")
-    alloc = allocate(method, model, target, ("*",), exclude)
+    alloc = BASELINE_ALLOCATIONS[method](model, target, ("*",), exclude)
     assert set(alloc) == set(prunable_layers(model, ("*",), exclude))
     apply_masks(model, magnitude_masks(model, alloc))
     zeros, total = count_zeros(model)
@@ -141,7 +142,9 @@ def test_every_allocation_meets_its_target_exactly(method, target, exclude):
 
 
 def test_pot_is_registered_and_scale_free():
-    assert ALLOCATIONS["pot"] is pot_allocation
+    import fcpts.baselines
+
+    assert fcpts.baselines.ALLOCATIONS["pot"] is pot_allocation and "pot" not in ALLOCATIONS  # no import side effect
     model = cnn_linear()
     scaled = cnn_linear()
     with torch.no_grad():
@@ -164,15 +167,88 @@ def test_exact_correction_matches_dense_channel_moments():
     torch.testing.assert_close(flat_o.std(1, unbiased=False), flat_d.std(1, unbiased=False), atol=1e-6, rtol=1e-5)
 
 
-def test_pot_correction_is_openvino_formula():
-    torch.manual_seed(1)
-    dense = torch.randn(3, 10)
-    mask = (torch.rand_like(dense) > 0.6).float()
-    s = dense * mask
-    scale = dense.std(1, unbiased=False, keepdim=True) / (s.std(1, unbiased=False, keepdim=True) + 1e-9)
-    shift = dense.mean(1, keepdim=True) - (s * scale).mean(1, keepdim=True)
-    torch.testing.assert_close(correct_weights(dense, mask, "pot"), (dense * scale + shift) * mask)
-    assert torch.equal(correct_weights(dense, mask, "none"), dense * mask)
+def trained_like(seed=0):
+    """``cnn_linear`` with what trained layers have and random ones lack: a per-output-channel offset (channel
+    means far from 0) and heavy tails."""
+    model = cnn_linear(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in all_weight_layers(model).values():
+            w = m.weight
+            w.mul_(torch.randn(w.shape, generator=g).abs().add_(0.5))  # heavier tails than a Gaussian
+            w.add_(0.5 * w.std() * torch.randn((w.shape[0],) + (1,) * (w.dim() - 1), generator=g))
+    return model
+
+
+def channel_moments(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel mean and population std (zeros included), in double."""
+    flat = w.detach().double().flatten(1)
+    return flat.mean(1), flat.std(1, unbiased=False)
+
+
+def pot_promise_broken(dense: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> str:
+    """What ``correct_weights(dense, mask, "pot")`` promises (``fcpts.pot``), checked from the outside; '' when
+    kept. Per output channel, with S = mask ⊙ W: the survivors are an increasing affine map a·w + b of the dense
+    survivors, the pruned weights are 0, and the same map applied to S (zeros included) has W's mean and std."""
+    w, m, o = (t.detach().double().flatten(1) for t in (dense, mask, out))
+    if bool((o[m == 0] != 0).any()):
+        return "pruned weights are not zero"
+    mean_d, std_d = channel_moments(dense)
+    for c in range(w.shape[0]):
+        kept = m[c] > 0
+        x, y = w[c, kept], o[c, kept]
+        a = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()
+        b = y.mean() - a * x.mean()
+        if not a > 0 or (a * x + b - y).abs().max() > 1e-6 * y.abs().max():
+            return f"channel {c}: the survivors are not an increasing affine map of the dense ones"
+        mapped = a * w[c] * m[c] + b  # the map applied to S, whose pruned entries are 0
+        if (mapped.mean() - mean_d[c]).abs() > 1e-6 * std_d[c] or \
+                (mapped.std(unbiased=False) / std_d[c] - 1).abs() > 1e-6:
+            return (f"channel {c}: mapped S has mean {mapped.mean():.5f} / std {mapped.std(unbiased=False):.5f}, "
+                    f"dense {mean_d[c]:.5f} / {std_d[c]:.5f}")
+    return ""
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8])
+def test_pot_correction_restores_the_dense_channel_moments(target):
+    """The corrections on every layer of a small model (regular, strided, depthwise and 1x1 convs, two Linear
+    layers; trained-like weights) pruned by ``pot_prune`` (POT's allocation and masks, no calibration), checked
+    against their promises, not their formulas:
+
+    * "pot" (OpenVINO's formula): see ``pot_promise_broken``. The final channel, whose pruned weights go back
+      to 0 after the map, keeps the dense moments only approximately: that is what "exact" is for;
+    * "exact": the final channel (zeros included) has the dense mean, and the dense std wherever a non-negative
+      variance of the survivors allows it; elsewhere the smallest std the mean allows, |mean|·sqrt(1/p − 1) with
+      p the kept share (the survivors all equal);
+    * "none" is the plain masked layer, and it breaks both promises: the checks can fail.
+    """
+    model = trained_like().eval()
+    masks = magnitude_masks(model, pot_allocation(model, target))
+    dense = all_weight_layers(model)
+    cfg = dict(calibrate=False, progress=False)
+    pot, exact, none = (all_weight_layers(pot_prune(model, None, target, PotConfig(correction=mode, **cfg))[0])
+                        for mode in ("pot", "exact", "none"))
+    clamped = 0
+    for name, mask in masks.items():
+        w = dense[name].weight
+        assert pot_promise_broken(w, mask, pot[name].weight) == "", name
+        assert torch.equal(none[name].weight, w * mask) and torch.equal(correct_weights(w, mask, "none"), w * mask)
+        assert pot_promise_broken(w, mask, none[name].weight) != "", f"{name}: the uncorrected layer passes"
+        # "exact": the final channel's moments
+        out = exact[name].weight
+        assert bool((out[mask == 0] == 0).all())
+        mean_d, std_d = channel_moments(w)
+        mean_o, std_o = channel_moments(out)
+        p = mask.double().flatten(1).mean(1)
+        possible = p * (std_d ** 2 + mean_d ** 2) >= mean_d ** 2  # the survivors' variance would be >= 0
+        torch.testing.assert_close(mean_o, mean_d, atol=1e-6 * float(std_d.max()), rtol=0)
+        torch.testing.assert_close(std_o[possible], std_d[possible], atol=0, rtol=1e-5)
+        torch.testing.assert_close(std_o[~possible], mean_d[~possible].abs() * (1 / p[~possible] - 1).sqrt(),
+                                   atol=0, rtol=1e-5)
+        clamped += int((~possible).sum())
+        # ...which the plain masked layer does not have
+        assert not torch.allclose(channel_moments(w * mask)[1], std_d, rtol=1e-3, atol=0), name
+    assert (clamped > 0) == (target == 0.8)  # both cases met: at 80 % half of fc1's channels keep too few weights
 
 
 def calib_images(n=64, size=8, seed=0):

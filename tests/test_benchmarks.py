@@ -1,6 +1,7 @@
 """Each benchmark's core function in a tiny configuration: well-formed results, not timings (no timed asserts)."""
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -169,18 +170,185 @@ def test_ste_lambda_copies_lambda_one_and_runs_the_rest(results):
     assert "straight-through gradient against λ" in summarize.build_summary(results)
 
 
+# --- reading the summary back: markdown sections, tables and the numbers in their cells
+NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
+
+
+def numbers(cell: str) -> list[float]:
+    """Every number in a cell, in order: '-6.2 [-18.8, +0.0] (n=1)' → [-6.2, -18.8, 0.0, 1.0]; '5,648' → [5648]."""
+    return [float(x.replace(",", "")) for x in NUMBER.findall(cell)]
+
+
+def shown(printed: float, value: float, digits: int) -> bool:
+    """Whether ``printed`` is ``value`` rounded to ``digits`` decimals."""
+    return abs(printed - value) <= 0.5 * 10 ** -digits + 1e-9
+
+
+def summary_section(text: str, heading: str | None) -> list[str]:
+    """The lines of the one section whose heading starts with ``heading`` (None: the head above the sections)."""
+    head, *sections = text.split("\n## ")
+    if heading is None:
+        return head.splitlines()
+    found = [block for block in sections if block.startswith(heading)]
+    assert len(found) == 1, f"{len(found)} sections start with {heading!r}"
+    return found[0].splitlines()
+
+
+def markdown_tables(lines: list[str]) -> list[list[dict[str, str]]]:
+    """Each markdown table in ``lines``: its rows as {header: cell}."""
+    tables, rows, header = [], None, []
+    for line in lines + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if rows is None:
+                header, rows = cells, []
+            elif not set("".join(cells)) <= set("-"):
+                rows.append(dict(zip(header, cells, strict=True)))
+        elif rows is not None:
+            tables.append(rows)
+            rows = None
+    return tables
+
+
+def quality_cells(results) -> dict:
+    """From the quality files alone: (label, target) → (its rows, last per seed, and their outcome matrix)."""
+    from fcpts.table import outcome_matrix, read_table
+
+    cells = {}
+    for path in sorted(results.glob("quality_*.csv")):
+        variant = path.stem.removeprefix("quality_")
+        for (method, tier, target), rows in read_table(path).groupby(["method", "tier", "target"]):
+            label = ("dense" if method == summarize.DENSE else summarize.VARIANT_LABELS[variant]
+                     if method == summarize.FCPTS else f"{method} ({tier})")
+            rows = rows.drop_duplicates("seed", keep="last").sort_values("seed")
+            cells[label, round(target, 4)] = (rows, outcome_matrix(path, rows))
+    return cells
+
+
 def test_summary_from_result_files(results):
-    # runs last (module order): every result file above is in `results`
+    """The summary's numbers against the same numbers recomputed here from the result files the tests above wrote
+    (this test runs after them, in module order)."""
+    from fcpts.baselines import TIERS
+    from fcpts.registry import names
+    from fcpts.stats import bootstrap_interval, paired_difference
+
     text = summarize.build_summary(results)
-    for heading in ("## Quality", "## Exact control", "## Speed", "## Memory"):
-        assert heading in text
-    assert "exact zero count" in text and "FCPTS step / plain masked-KD step" in text
-    assert "cnn" in text and "dense" in text
-    # verdicts at every target: below the 70 % target too, each paired comparison counted once
-    default = "**FCPTS (released, histogram) [default]**"
-    assert f"{default} from 70%: paired 0 of 60" in text
-    assert "  - at 50%: paired 1 of 15: " in text.split(default, 1)[1]
-    assert not math.isnan(float(len(text)))
+    status = {row["target"]: row["status"] for row in markdown_tables(summary_section(text, None))[0]}
+
+    # --- quality: the cells, dense, and the verdict counts
+    quality = summary_section(text, "Quality")
+    cells = quality_cells(results)
+    dense_rows, _ = cells.pop(("dense", 0.0))
+    dense = re.search(r"Dense: ([\d.]+) \(n = (\d+)\)", "\n".join(quality))
+    assert shown(float(dense[1]), 100 * dense_rows.top1.mean(), 2) and int(dense[2]) == len(dense_rows)
+    (table,) = markdown_tables(quality)
+    shown_cells = {(row["method (tier)"], round(float(column.rstrip("%")) / 100, 4)): cell
+                   for row in table for column, cell in row.items() if column.endswith("%") and cell != "–"}
+    assert set(shown_cells) == set(cells)
+    for key, (rows, matrix) in cells.items():
+        estimate, low, high, n = numbers(shown_cells[key])
+        interval = bootstrap_interval(matrix)
+        assert shown(estimate, 100 * rows.top1.mean(), 1)  # the kept outcomes agree with the recorded top-1
+        assert shown(low, 100 * interval.low, 1) and shown(high, 100 * interval.high, 1) and n == len(rows), key
+        assert low <= estimate <= high
+    baselines = [f"{m} ({t})" for m in names(family="allocation") for t in TIERS]
+    fcpts_labels = sorted({label for label, _ in cells if label.startswith("FCPTS")})
+    assert len(fcpts_labels) == 2  # released-histogram and ste-kde
+    for lab in fcpts_labels:
+        block = "\n".join(quality).split(f"**{lab}**", 1)[1].split("\n- **", 1)[0]
+        for band, targets in (("from 70%", [0.7, 0.8, 0.9, 0.95]), ("at 50%", [0.5])):
+            count = dict(beaten=0, beats=0, noise=0, missing=0, by_means=0, compared=0)
+            noise_texts = []
+            for t in targets:
+                for name in baselines:
+                    if (lab, t) not in cells or (name, t) not in cells:
+                        count["missing"] += 1
+                        continue
+                    (mine, a), (other, b) = cells[lab, t], cells[name, t]
+                    assert list(mine.seed) == list(other.seed)  # the fixture's rows share their seeds
+                    d = paired_difference(a, b)
+                    kind = "beaten" if d.high < 0 else "beats" if d.low > 0 else "noise"
+                    count[kind] += 1
+                    count["compared"] += 1
+                    count["by_means"] += int(other.top1.mean() > mine.top1.mean())
+                    if kind == "noise":
+                        noise_texts.append(f"{name} at {t:.0%} ({d.signed()}, n={len(mine)})")
+            line = next(x for x in block.splitlines() if f"{band}: paired" in x)
+            found = re.search(r"paired (\d+) of (\d+): beaten by (\d+), beats (\d+), within noise (\d+)", line)
+            paired = count["beaten"] + count["beats"] + count["noise"]
+            assert [int(x) for x in found.groups()] == [paired, paired + count["missing"], count["beaten"],
+                                                         count["beats"], count["noise"]], (lab, band, line)
+            assert f"missing {count['missing']}" in line if count["missing"] else "missing" not in line
+            means = re.search(r"By means \(same dense model only\): beaten by (\d+) of (\d+)", line)
+            assert [int(x) for x in means.groups()] == [count["by_means"], count["compared"]], line
+            for noise in noise_texts:
+                assert noise in block, noise
+            if band == "from 70%":  # the target's verdict: n/a until a comparison is paired
+                goal = status[f"{lab}: not beaten (paired) by any baseline tier from 70%"]
+                assert goal.startswith("**misses**" if count["beaten"] else "**meets**" if paired else "n/a"), goal
+    # the fixture: one target (50 %), one baseline there (uniform (b)), so nothing is paired from 70 %
+    assert all(f"**{lab}** from 70%: paired 0 of 60" in text for lab in fcpts_labels)
+
+    # --- exact control
+    doc = json.loads((results / "exact_control.json").read_text())
+    exact = summary_section(text, "Exact control")
+    (table,) = markdown_tables(exact)
+    assert [row["arch"] for row in table] == list(dict.fromkeys(r["arch"] for r in doc["results"]))
+    for row in table:
+        for r in (r for r in doc["results"] if r["arch"] == row["arch"]):
+            assert numbers(row["N"]) == [r["n_weights"]]
+            cell = row[f"{r['target']:.0%}"]
+            steps, before = cell.split(" / ")
+            not_within = f">{doc['settings']['max_steps']}"
+            assert steps == (not_within if r["steps_to_tol"] is None else str(r["steps_to_tol"]))
+            assert shown(numbers(before)[0], 100 * r["e2e_sparsity_before_projection"], 2)
+            assert cell.endswith("✓" if r["exact"] else "✗")
+    all_exact = all(r["exact"] for r in doc["results"])
+    assert f"({len(doc['results'])} runs): {'**meets**' if all_exact else '**misses**'}" in "\n".join(exact)
+    assert status["exact zero count everywhere"] == ("**meets**" if all_exact else "**misses**")
+
+    # --- speed: the step table's ratios and the targets' verdicts
+    r = json.loads((results / "speed.json").read_text())["results"]
+    speed_lines = summary_section(text, "Speed")
+    seconds = r["steps"]["seconds"]
+    steps_table = next(t for t in markdown_tables(speed_lines) if "× masked KD" in t[0])
+    assert len(steps_table) == len(seconds)
+    for row, (name, s) in zip(steps_table, seconds.items()):  # in the file's order
+        assert shown(numbers(row["median s"])[0], s["median"], 3), name
+        assert shown(numbers(row["× masked KD"])[0], s["median"] / seconds["masked_kd"]["median"], 2), name
+        assert shown(numbers(row["× dense training"])[0], s["median"] / seconds["dense_train"]["median"], 2), name
+    ratio = r["steps"]["ratios"]["fcpts/masked_kd"]
+    printed = re.search(r"FCPTS step / plain masked-KD step = ([\d.]+)", "\n".join(speed_lines))
+    assert shown(float(printed[1]), ratio, 2)
+    assert status["FCPTS step <= 1.15x masked KD"] == \
+        ("**meets**" if ratio <= summarize.TARGET_STEP_RATIO else "**misses**")
+    share = r["components"]["bridge_objective_share"]
+    printed = re.search(r"timed inside the step\) = ([\d.]+)%", "\n".join(speed_lines))
+    assert shown(float(printed[1]), 100 * share, 1)
+    assert status["bridge + objective <= 5% of a step"] == \
+        ("**meets**" if share <= summarize.TARGET_BRIDGE_SHARE else "**misses**")
+
+    # --- memory
+    doc = json.loads((results / "memory.json").read_text())
+    (table,) = markdown_tables(summary_section(text, "Memory"))
+    assert len(table) == len(doc["results"])
+    assert all(shown(numbers(row["peak RSS MiB"])[0], x["peak_rss_mib"], 0) for row, x in zip(table, doc["results"]))
+
+    # --- the straight-through gradient against λ: top-1 / sparsity before the projection, mean over the seeds
+    from fcpts.table import read_table
+
+    (table,) = markdown_tables(summary_section(text, "The straight-through gradient"))
+    files = {(bridge, float(lam)): path for path in results.glob("ste_lambda_*_*.csv")
+             for bridge, lam in [path.stem.removeprefix("ste_lambda_").rsplit("_", 1)]}
+    assert {(row["bridge"], float(row["λ"])) for row in table} == set(files)
+    for row in table:
+        rows = read_table(files[row["bridge"], float(row["λ"])])
+        for column, cell in row.items():
+            if column.endswith("%"):
+                at = rows[(rows.target - float(column.rstrip("%")) / 100).abs() < 1e-9]
+                top1, before, n = numbers(cell)
+                assert shown(top1, 100 * at.top1.mean(), 1) and n == len(at)
+                assert shown(before, 100 * at.sparsity_before_projection.mean(), 1)
 
 
 def test_learner_step_costs_are_ratios_to_fcpts_measured_in_one_process():
@@ -264,7 +432,7 @@ def test_recipe_ablation_pairs_every_variant_with_the_start(results):
 def test_loop_section_pairs_the_released_loop_with_the_earlier_one(tmp_path):
     """FCPTS rows of the earlier loop (labelled legacy, as the committed tables are) and of the released schedule and
     start in one quality file: the summary keeps them apart (‡) and pairs them on the same seeds and images."""
-    from fcpts import runner
+    from fcpts import table as runner_table
 
     base = Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64)
     model, bundle = make_model("cnn").eval(), toy_bundle()
@@ -272,8 +440,8 @@ def test_loop_section_pairs_the_released_loop_with_the_earlier_one(tmp_path):
               data=bundle, progress=False)
     quality.run_quality(seeds=(0, 1), base=base.replace(lr_schedule="ramp_then_cosine", init_rounding="exact"), **kw)
     path = quality.csv_path("released-histogram", tmp_path)
-    earlier = runner.read_table(path).assign(loop=runner.LEGACY_LOOP)
-    runner.write_table(earlier, path, None)  # as the tables written before the loop fields existed
+    earlier = runner_table.read_table(path).assign(loop=runner_table.LEGACY_LOOP)
+    runner_table.write_table(earlier, path, None)  # as the tables written before the loop fields existed
     table = quality.run_quality(seeds=(0, 1, 2), base=base, **kw)["released-histogram"]
     assert len(table) == 5 and (table.loop == "released/released").sum() == 3
     effect = summarize.loop_effect(tmp_path)

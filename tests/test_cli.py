@@ -1,7 +1,6 @@
 """The `fcpts` command: full mode end to end on a fabricated ImageFolder, clear errors, a reproducible demo."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fcpts.runner import outcome_matrix, read_table
+from fcpts.table import outcome_matrix, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER_TABLES = [REPO / "data" / f"{kind}_digits.csv" for kind in ("comparison", "learners", "dst")]

@@ -128,3 +128,24 @@ def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="start"):
         dst_train(make_model("mlp"), None, 0.5, start="warm")
     assert math.isfinite(drop_fraction(0, 1, DstConfig()))
+
+
+def test_the_tie_option_keeps_committed_keys_and_changes_them_when_set():
+    """``DstConfig.ties`` was added after the DST rows were committed: at its default ("topk", what they ran)
+    it is not hashed, so they keep their keys; the kit's one rule ("index") gives a row a key of its own."""
+    from types import SimpleNamespace
+
+    from fcpts.registry import METHODS, RunSpec
+    from fcpts.runner import default_finetune
+
+    method = METHODS["dst-ee"]
+    spec = RunSpec("dst-ee", "finetune", "-", 0.8, 0)
+
+    def settings(options):
+        ctx = SimpleNamespace(finetune=default_finetune(150), options=lambda m: options)
+        return method.settings(ctx, spec)
+
+    assert "ties" not in settings(DstConfig())["dst"]
+    assert settings(DstConfig(ties="index"))["dst"]["ties"] == "index"
+    with pytest.raises(ValueError, match="ties"):
+        DstConfig(ties="random")

@@ -9,7 +9,8 @@ from fcpts import Config, count_zeros
 from fcpts.dsa import DsaConfig, DsaLearner, keep_probability, project_budget, solve_log_beta1
 from fcpts.learners import (ProbMaskConfig, ProbMaskLearner, SoftThreshold, StrConfig, StrLearner,
                             inverse_temperature, pruned_fraction, solve_shift)
-from fcpts.sparsify import FcptsLearner, learn_allocation
+from fcpts.learner import FcptsLearner
+from fcpts.sparsify import learn_allocation
 
 LEARNERS = {"fcpts": lambda: FcptsLearner(), "str": lambda: StrLearner(), "probmask": lambda: ProbMaskLearner(),
             "dsa": lambda: DsaLearner()}
@@ -280,3 +281,44 @@ def test_dsa_alpha_every_k_steps_moves_the_keep_ratios_only_on_those_steps():
     learner.after_step = after
     learn_allocation(model, images, 0.7, tiny(7), learner)
     assert [m for s, m in moved] == [s % 3 == 0 for s, _ in moved]
+
+
+# ----- the mask-learner lifecycle: prepare -> step -> squash, state_dict / load_state_dict ----------------------
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_a_learners_state_restores_its_masks_on_a_fresh_model(name):
+    """What a learner has learned (thresholds, scores, dual variables, its random stream) is its state_dict:
+    loaded into the same learner prepared on a fresh copy of the model, it gives the same masks."""
+    config = tiny(target=0.7)
+    allocation = {n: 0.7 for n, m in make_model("cnn").named_modules() if isinstance(m, (torch.nn.Conv2d,
+                                                                                         torch.nn.Linear))}
+    first, student = LEARNERS[name](), make_model("cnn")
+    first.prepare(student, allocation, config)
+    with torch.no_grad():  # move every learned value away from its start, as training would
+        for module in first.mods().values():
+            for p in module.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    state = first.state_dict()
+    second, fresh = LEARNERS[name](), make_model("cnn")
+    second.prepare(fresh, allocation, config)
+    assert second.layer_sparsities() != first.layer_sparsities()
+    second.load_state_dict(state)
+    assert second.layer_sparsities() == first.layer_sparsities()
+    with pytest.raises(ValueError, match="prepare it on the same model"):
+        LEARNERS[name]().load_state_dict({"layers": {"nope": {}}})
+
+
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_squash_leaves_plain_modules_with_the_original_keys_and_real_zeros(name):
+    model = make_model("cnn")
+    keys = list(model.state_dict())
+    # STR's own export shrinks the weights by its final thresholds (set by final_masks): its masked export here
+    learner = StrLearner(StrConfig(export="masked")) if name == "str" else LEARNERS[name]()
+    allocation = {n: 0.5 for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    learner.prepare(model, allocation, tiny(target=0.5))
+    masks = {n: (torch.rand(w.shape, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+             for n, w in learner.originals().items()}
+    learner.squash(masks, 1.0)
+    assert list(model.state_dict()) == keys
+    assert not any(hasattr(m, "parametrizations") for m in model.modules())
+    for name_, module in learner.layers.items():
+        assert torch.equal(module.weight == 0, masks[name_] == 0)

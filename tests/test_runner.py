@@ -10,6 +10,7 @@ from torch.utils.data import TensorDataset
 
 import fcpts.registry as registry
 import fcpts.runner as runner
+from fcpts import table as runner_table
 from conftest import make_model
 from fcpts import Config
 from fcpts.data import DataBundle
@@ -61,14 +62,14 @@ def test_tidy_table_and_resume(tmp_path, counted):
     table = run(tmp_path, targets=(0.5,))
     # dense + 1 target x (5 allocations x 3 tiers + fcpts + 4 schedules)
     assert len(table) == 1 + 15 + 1 + 4
-    assert tuple(table.columns) == runner.COLUMNS
+    assert tuple(table.columns) == runner_table.COLUMNS
     assert {"method", "tier", "schedule", "target", "achieved_sparsity", "top1", "top5", "wall_time", "seed",
             "steps"} <= set(table.columns)
     # POT's tier b reuses its tier a model (only BN is re-estimated): 5 x 3 - 1 calls
     assert counted["prune_baseline"].calls == 14 and counted["sparsify"].calls == 1
     assert counted["prune_train"].calls == 4
 
-    on_disk = runner.read_table(tmp_path / "table.csv")
+    on_disk = runner_table.read_table(tmp_path / "table.csv")
     assert len(on_disk) == len(table)
     assert json.loads((tmp_path / "table.json").read_text())[0]["method"] == "dense"
     rows = on_disk.set_index(["method", "tier", "schedule", "target"])
@@ -87,13 +88,13 @@ def test_tidy_table_and_resume(tmp_path, counted):
     again = run(tmp_path, targets=(0.5,))
     assert counted["prune_baseline"].calls == 14 and counted["sparsify"].calls == 1
     assert counted["prune_train"].calls == 4
-    pd.testing.assert_frame_equal(runner.read_table(tmp_path / "table.csv"), on_disk)
+    pd.testing.assert_frame_equal(runner_table.read_table(tmp_path / "table.csv"), on_disk)
     assert len(again) == len(table)
 
 
 def test_resume_after_interruption_and_changed_settings(tmp_path, counted):
     run(tmp_path, methods=("erk",), tiers=("a", "b"), schedules=("agp",), targets=(0.5,))
-    table = runner.read_table(tmp_path / "table.csv")
+    table = runner_table.read_table(tmp_path / "table.csv")
     assert len(table) == 1 + 2 + 1 + 1
     # drop one row, as if the sweep had stopped before it: only that row is recomputed
     table[table.tier != "b"].to_csv(tmp_path / "table.csv", index=False)
@@ -105,7 +106,7 @@ def test_resume_after_interruption_and_changed_settings(tmp_path, counted):
     run(tmp_path, methods=("erk",), tiers=("a", "b"), schedules=("agp",), targets=(0.5,),
         finetune=PruneTrainConfig(steps=4, batch_size=8, progress=False))
     assert counted["prune_train"].calls == train_calls + 1 and counted["prune_baseline"].calls == base_calls
-    assert len(runner.read_table(tmp_path / "table.csv")) == 6
+    assert len(runner_table.read_table(tmp_path / "table.csv")) == 6
 
 
 def test_cli_parses_and_rejects_bad_input(tmp_path):
@@ -135,8 +136,8 @@ def test_a_sweep_split_over_processes_merges_into_one_table(tmp_path, counted):
     kw = dict(methods=("uniform",), tiers=("a", "b"), schedules=(), fcpts=False)
     run(tmp_path, out_csv=tmp_path / "part1.csv", targets=(0.5,), **kw)
     run(tmp_path, out_csv=tmp_path / "part2.csv", targets=(0.9,), dense=False, **kw)
-    part1 = runner.read_table(tmp_path / "part1.csv")
-    merged = runner.merge_tables(tmp_path / "part1.csv", [tmp_path / "part2.csv", tmp_path / "part2.csv"])
+    part1 = runner_table.read_table(tmp_path / "part1.csv")
+    merged = runner_table.merge_tables(tmp_path / "part1.csv", [tmp_path / "part2.csv", tmp_path / "part2.csv"])
     assert len(merged) == 1 + 2 + 2 and sorted(merged.target.unique()) == [0.0, 0.5, 0.9]
     pd.testing.assert_frame_equal(merged.iloc[: len(part1)], part1)  # the rows that were there stay as they were
     # merged, nothing is missing: resuming the whole sweep computes nothing
@@ -150,18 +151,18 @@ def test_a_sweep_split_over_processes_merges_into_one_table(tmp_path, counted):
 def test_a_filtered_merge_copies_only_the_rows_it_accepts_with_their_outcomes(tmp_path, counted):
     kw = dict(methods=("uniform",), tiers=("a", "b"), schedules=(), fcpts=False)
     run(tmp_path, out_csv=tmp_path / "source.csv", targets=(0.5, 0.9), **kw)
-    merged = runner.merge_tables(tmp_path / "mine.csv", [tmp_path / "source.csv"],
+    merged = runner_table.merge_tables(tmp_path / "mine.csv", [tmp_path / "source.csv"],
                                  where=lambda r: r["tier"] == "b" and r["target"] == 0.9)
     assert len(merged) == 1 and merged.iloc[0].tier == "b" and merged.iloc[0].target == 0.9
-    outcomes = runner.read_side(tmp_path / "mine.csv", "outcomes")
+    outcomes = runner_table.read_side(tmp_path / "mine.csv", "outcomes")
     assert len(outcomes) == 1 and outcomes.iloc[0].tier == "b"
-    source = runner.read_table(tmp_path / "source.csv")
+    source = runner_table.read_table(tmp_path / "source.csv")
     row = source[(source.tier == "b") & (source.target == 0.9)]
-    assert (runner.outcome_matrix(tmp_path / "mine.csv", merged) == runner.outcome_matrix(tmp_path / "source.csv", row)).all()
+    assert (runner_table.outcome_matrix(tmp_path / "mine.csv", merged) == runner_table.outcome_matrix(tmp_path / "source.csv", row)).all()
 
 
 def test_registry_names_every_method_once_with_one_calling_convention():
-    assert set(registry.LEARNERS) <= set(registry.METHODS)
+    assert registry.names(family="learner", role="competitor") == ["str", "probmask", "dsa"]
     assert {"dense", "uniform", "global", "erk", "lamp", "pot", "fcpts", "prune_train-uniform"} <= set(registry.METHODS)
     for name, method in registry.METHODS.items():
         assert method.name == name and method.family in registry.FAMILY_PHASE and method.description
@@ -180,8 +181,8 @@ def test_learner_rows_with_trajectories_and_allocations_and_a_merge(tmp_path, co
     assert (table.zeros == (0.8 * table.total).round()).all()
     assert table.sparsity_before_projection.between(0, 1).all()
     assert table.config_hash.nunique() == 4  # each learner's options are part of its fingerprint
-    traj = runner.read_side(tmp_path / "l1.csv", "trajectories")
-    alloc = runner.read_side(tmp_path / "l1.csv", "allocations")
+    traj = runner_table.read_side(tmp_path / "l1.csv", "trajectories")
+    alloc = runner_table.read_side(tmp_path / "l1.csv", "allocations")
     assert set(traj.method) == set(table.method) and traj.groupby("method").size().eq(2).all()  # 2 steps each
     assert set(alloc.layer) == {"features.0", "features.3", "features.6", "fc"}
     # resume: nothing recomputed; changed learner options: only that learner's row is new
@@ -193,9 +194,9 @@ def test_learner_rows_with_trajectories_and_allocations_and_a_merge(tmp_path, co
     assert counted["learn_allocation"].calls == 5
     # a second part, merged: the side tables follow their rows
     run(tmp_path, out_csv=tmp_path / "l2.csv", **{**kw, "targets": (0.6,), "methods": ("str",), "fcpts": False})
-    merged = runner.merge_tables(tmp_path / "l1.csv", [tmp_path / "l2.csv"])
+    merged = runner_table.merge_tables(tmp_path / "l1.csv", [tmp_path / "l2.csv"])
     assert len(merged) == 6
-    traj = runner.read_side(tmp_path / "l1.csv", "trajectories")
+    traj = runner_table.read_side(tmp_path / "l1.csv", "trajectories")
     assert sorted(traj.target.unique()) == [0.6, 0.8] and len(traj) == 2 * 6
 
 
@@ -204,14 +205,14 @@ def test_sharded_tables_merged_equal_the_unsharded_table(tmp_path):
     whole = run(tmp_path, out_csv=tmp_path / "whole.csv", **kw)
     parts = [run(tmp_path, out_csv=tmp_path / f"part{i}.csv", shard=(i, 3), **kw) for i in range(3)]
     assert sum(len(p) for p in parts) == len(whole) and all(len(p) for p in parts)
-    merged = runner.merge_tables(tmp_path / "part0.csv", [tmp_path / "part1.csv", tmp_path / "part2.csv"])
+    merged = runner_table.merge_tables(tmp_path / "part0.csv", [tmp_path / "part1.csv", tmp_path / "part2.csv"])
     value_columns = ["achieved_sparsity", "top1", "top5", "zeros", "total", "sparsity_before_projection"]
-    key = list(runner.KEY)
+    key = list(runner_table.KEY)
     a = whole.set_index(key).sort_index()[value_columns]
     b = merged.set_index(key).sort_index()[value_columns]
     pd.testing.assert_frame_equal(a, b)
-    traj = runner.read_side(tmp_path / "part0.csv", "trajectories")
-    assert len(traj) == len(runner.read_side(tmp_path / "whole.csv", "trajectories"))
+    traj = runner_table.read_side(tmp_path / "part0.csv", "trajectories")
+    assert len(traj) == len(runner_table.read_side(tmp_path / "whole.csv", "trajectories"))
     with pytest.raises(ValueError, match="shard"):
         run(tmp_path, out_csv=tmp_path / "bad.csv", shard=(3, 3), **kw)
     with pytest.raises(SystemExit):
@@ -230,7 +231,7 @@ def test_dynamic_sparse_training_rows_with_coverage(tmp_path):
     assert (table.zeros >= (0.7 * table.total).round()).all()  # grown weights with a zero gradient stay 0
     assert (table.achieved_sparsity < 0.71).all()
     assert table.config_hash.nunique() == 2  # c is part of the fingerprint; the start is a row key
-    coverage = runner.read_side(tmp_path / "dst_toy.csv", "coverage")
+    coverage = runner_table.read_side(tmp_path / "dst_toy.csv", "coverage")
     assert set(coverage.method) == {"dst-ee", "rigl"} and coverage["update"].max() >= 5
     final = coverage.sort_values("update").groupby(["method", "tier"]).coverage.last()
     assert (final > 0.3).all() and final["dst-ee", "finetune"] >= final["rigl", "finetune"]
@@ -261,7 +262,7 @@ def test_every_row_keeps_its_per_image_outcomes(tmp_path):
 
     kw = dict(methods=("uniform", "erk"), tiers=("b",), schedules=(), fcpts=False, targets=(0.5,))
     table = run(tmp_path, out_csv=tmp_path / "o1.csv", **kw)
-    matrix = runner.outcome_matrix(tmp_path / "o1.csv", table)
+    matrix = runner_table.outcome_matrix(tmp_path / "o1.csv", table)
     assert matrix.shape == (3, 16) and matrix.dtype == bool
     assert np.allclose(matrix.mean(axis=1), table.top1)
     dense = evaluate(make_model("cnn"), toy_bundle().test, progress=False, per_image=True)["correct"]
@@ -269,10 +270,10 @@ def test_every_row_keeps_its_per_image_outcomes(tmp_path):
     d = paired_difference(matrix[[1]], matrix[[2]])
     assert d.estimate == pytest.approx(table.top1.iloc[1] - table.top1.iloc[2])
     run(tmp_path, out_csv=tmp_path / "o2.csv", **{**kw, "targets": (0.9,), "dense": False})
-    merged = runner.merge_tables(tmp_path / "o1.csv", [tmp_path / "o2.csv"])
-    assert runner.outcome_matrix(tmp_path / "o1.csv", merged).shape == (5, 16)
+    merged = runner_table.merge_tables(tmp_path / "o1.csv", [tmp_path / "o2.csv"])
+    assert runner_table.outcome_matrix(tmp_path / "o1.csv", merged).shape == (5, 16)
     with pytest.raises(KeyError, match="no per-image outcomes"):
-        runner.outcome_matrix(tmp_path / "o1.csv", merged.assign(config_hash="stale"))
+        runner_table.outcome_matrix(tmp_path / "o1.csv", merged.assign(config_hash="stale"))
 
 
 def test_comparison_rows_get_intervals_and_the_figures_draw_them(tmp_path):
@@ -318,13 +319,13 @@ def test_label_loop_rows_marks_older_rows_and_changes_nothing_else(tmp_path):
     table = run(tmp_path, methods=("uniform",), tiers=("b", "c"), targets=(0.5,), schedules=("one_shot",))
     path = tmp_path / "table.csv"
     before = table.drop(columns=["loop"])
-    runner.write_table(before, path, path.with_suffix(".json"))  # as a table written before the column existed
-    assert runner.label_loop_rows(path) == len(table)
-    after = runner.read_table(path)
+    runner_table.write_table(before, path, path.with_suffix(".json"))  # as a table written before the column existed
+    assert runner_table.label_loop_rows(path) == len(table)
+    after = runner_table.read_table(path)
     pd.testing.assert_frame_equal(after[before.columns].reset_index(drop=True), before.reset_index(drop=True),
                                   check_dtype=False)
     loops = dict(zip(zip(after.method, after.tier), after.loop))
-    assert loops[("uniform", "c")] == loops[("fcpts", "c")] == runner.LEGACY_LOOP
+    assert loops[("uniform", "c")] == loops[("fcpts", "c")] == runner_table.LEGACY_LOOP
     assert loops[("uniform", "b")] == loops[("dense", "-")] == loops[("prune_train-uniform", "finetune")] == "-"
     assert json.loads(path.with_suffix(".json").read_text())[0]["loop"] == "-"
-    assert runner.label_loop_rows(path) == 0  # labelled rows keep their label
+    assert runner_table.label_loop_rows(path) == 0  # labelled rows keep their label

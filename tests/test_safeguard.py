@@ -5,9 +5,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from conftest import make_model
-from fcpts import Config, count_zeros, runner, sparsify
+from fcpts import Config, count_zeros, sparsify
+from fcpts.guards import FINAL_IMAGES
+from fcpts import table as runner_table
 from fcpts.calibration import CalibrationStream, split_holdout
-from fcpts.sparsify import exact_start_allocation, start_candidate, teacher_agreement
+from fcpts.selection import start_candidate, teacher_agreement
+from fcpts.sparsify import exact_start_allocation
 
 
 def fast(**kw):
@@ -36,8 +39,9 @@ def test_held_out_images_are_read_once_and_never_train():
     _, inputs = split_holdout(CountingImages(), 8, seed=0)
     assert result.selection["holdout"] == 8 and len(inputs) == 8
     assert set(held) >= set(sorted(torch.randperm(48, generator=torch.Generator().manual_seed(0))[:8].tolist()))
-    # 3 steps of 8 images, then one pass of BN re-estimation for the start candidate: all from the other 40
-    assert sum(data.reads) == 8 + 3 * 8 + 40
+    # 3 steps of 8 images, one pass of BN re-estimation for the start candidate, and the final-output check on
+    # the first FINAL_IMAGES training images: all from the other 40
+    assert sum(data.reads) == 8 + 3 * 8 + 40 + min(FINAL_IMAGES, 40)
 
 
 def test_the_returned_candidate_agrees_most_with_the_dense_model_and_has_exact_zeros():
@@ -90,10 +94,10 @@ def test_bn_recalibrate_changes_only_the_bn_statistics():
 
 def test_new_options_at_their_defaults_keep_every_older_row_key():
     model = make_model("cnn")
-    digest = runner.config_digest(Config.quick_cpu(), model)
+    digest = runner_table.config_digest(Config.quick_cpu(), model)
     assert "select_holdout" not in digest and "bn_recalibrate" not in digest
-    assert runner.config_digest(Config.quick_cpu(select_holdout=64), model)["select_holdout"] == 64
-    assert runner.config_digest(Config.quick_cpu(bn_recalibrate=True), model)["bn_recalibrate"] is True
+    assert runner_table.config_digest(Config.quick_cpu(select_holdout=64), model)["select_holdout"] == 64
+    assert runner_table.config_digest(Config.quick_cpu(bn_recalibrate=True), model)["bn_recalibrate"] is True
 
 
 def test_a_start_that_misses_the_exact_count_is_never_returned():

@@ -1,5 +1,4 @@
 """The FCPTS loop end to end on small real models: exact control, determinism, bad input."""
-import math
 
 import pytest
 import torch

@@ -14,8 +14,10 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
+from .. import registry
+from ..config import target_key
 from .session import readable_path, repo_path
-from .tables import _read, read_comparison, read_dst, read_learners
+from .tables import read_comparison, read_dst, read_learners, read_result
 from .verdicts import RECIPE_DIR, recipe_table, training_summary
 
 PUBLISHED_NUMBERS = "data/published_numbers.csv"  # the published curves, against this kit's counterparts
@@ -33,21 +35,21 @@ def _plotting() -> ModuleType:
 
 
 def _dense_top1(table: pd.DataFrame) -> float | None:
-    dense = table[table["method"] == "dense"]
+    dense = table[registry.is_role(table["method"], "reference")]
     return float(dense["top1"].iloc[-1]) if len(dense) else None
 
 
 # ---- notebook 01 ----
 def _draw_allocation_matters(results_dir, tag, dataset, target):
-    table = _read(results_dir, f"allocation_matters_{tag}.csv")
+    table = read_result(results_dir, f"allocation_matters_{tag}.csv")
     if table is None:
         return None
-    s = float(table.loc[table["method"] != "dense", "target"].iloc[0])
+    s = float(table.loc[~registry.is_role(table["method"], "reference"), "target"].iloc[0])
     return _plotting().plot_accuracy_bars(table, title=f"Same global sparsity ({s:.0%}), different allocations: top-1")
 
 
 def _draw_allocations(results_dir, tag, dataset, target):
-    table = _read(results_dir, f"allocations_{tag}.csv")
+    table = read_result(results_dir, f"allocations_{tag}.csv")
     if table is None:
         return None
     methods = [c for c in table.columns if c not in ("layer", "numel", "target")]
@@ -58,7 +60,7 @@ def _draw_allocations(results_dir, tag, dataset, target):
 
 
 def _draw_bridge(results_dir, tag, dataset, target):
-    table = _read(results_dir, f"bridge_{tag}.csv")
+    table = read_result(results_dir, f"bridge_{tag}.csv")
     meta = readable_path(results_dir, f"bridge_{tag}.json")
     if table is None or not meta.exists():
         return None
@@ -67,7 +69,7 @@ def _draw_bridge(results_dir, tag, dataset, target):
 
 
 def _draw_objective(results_dir, tag, dataset, target):
-    table = _read(results_dir, f"objective_{tag}.csv")
+    table = read_result(results_dir, f"objective_{tag}.csv")
     if table is None:
         return None
     model = table["model"].iloc[0]
@@ -77,8 +79,8 @@ def _draw_objective(results_dir, tag, dataset, target):
 
 # ---- notebook 02 ----
 def _fcpts_runs(results_dir, tag):
-    history = _read(results_dir, f"fcpts_history_{tag}.csv")
-    summary = _read(results_dir, f"fcpts_summary_{tag}.csv")
+    history = read_result(results_dir, f"fcpts_history_{tag}.csv")
+    summary = read_result(results_dir, f"fcpts_summary_{tag}.csv")
     return history, summary
 
 
@@ -90,7 +92,7 @@ def _fcpts_target(summary: pd.DataFrame | None, default: float) -> float:
 
 
 def _draw_fcpts_allocation(results_dir, tag, dataset, target):
-    table = _read(results_dir, f"fcpts_allocation_{tag}.csv")
+    table = read_result(results_dir, f"fcpts_allocation_{tag}.csv")
     if table is None:
         return None
     methods = [c for c in table.columns if c not in ("layer", "numel")]  # FCPTS runs, ERK, uniform
@@ -144,7 +146,7 @@ def _draw_accuracy_vs_sparsity(results_dir, tag, dataset, target):
 
 def _draw_schedules(results_dir, tag, dataset, target):
     table = read_comparison(results_dir, dataset)
-    if table is None or not table["method"].str.startswith("prune_train").any():
+    if table is None or not registry.is_scheduled(table["method"]).any():
         return None
     return _plotting().plot_schedules(table, _dense_top1(table))
 
@@ -161,11 +163,13 @@ def _draw_accuracy_vs_time(results_dir, tag, dataset, target):
     table = read_comparison(results_dir, dataset)
     if table is None or table.empty:
         return None
-    present = sorted(set(table.loc[table["method"] != "dense", "target"].round(6)))
-    targets = [t for t in present if abs(t - target) < 1e-9 or abs(t - 0.9) < 1e-9] or present[-1:]
+    pruned = table[~registry.is_role(table["method"], "reference")]
+    present = sorted(set(pruned["target"].map(target_key)))
+    targets = [float(t) for t in present if t in (target_key(target), target_key(0.9))] or \
+        [float(t) for t in present[-1:]]
     if not targets:
         return None
-    return _plotting().plot_accuracy_vs_time(table[table["method"] != "dense"], targets)
+    return _plotting().plot_accuracy_vs_time(pruned, targets)
 
 
 def _learner_side(results_dir, dataset, index: int):
@@ -174,8 +178,8 @@ def _learner_side(results_dir, dataset, index: int):
     if found is None or found[index].empty:
         return None, []
     side = found[index]
-    present = sorted(set(side["target"].round(6)))
-    return side, [t for t in LEARNER_TARGETS if t in present] or present[-2:]
+    present = sorted(set(side["target"].map(target_key)))
+    return side, [t for t in LEARNER_TARGETS if target_key(t) in present] or [float(t) for t in present[-2:]]
 
 
 def _draw_learner_trajectories(results_dir, tag, dataset, target):
@@ -195,8 +199,9 @@ def _draw_dst_coverage(results_dir, tag, dataset, target):
     found = read_dst(results_dir, dataset)
     if found is None or found[1].empty:
         return None
-    present = set(found[1]["target"].round(6))
-    return plotting.plot_coverage(found[1], [t for t in DST_TARGETS if t in present] or sorted(present)[-3:])
+    present = set(found[1]["target"].map(target_key))
+    return plotting.plot_coverage(found[1], [t for t in DST_TARGETS if target_key(t) in present]
+                                  or [float(t) for t in sorted(present)[-3:]])
 
 
 def _draw_dst_accuracy(results_dir, tag, dataset, target):
@@ -213,7 +218,9 @@ def kit_rows_for_published(table: pd.DataFrame) -> pd.DataFrame:
     """This kit's counterparts of the published curves: uniform masks only (tier a, like msbench without
     reconstruction), uniform with FCPTS's reconstruction (tier c) and FCPTS."""
     picks = [("uniform", "a", "uniform, masks only (tier a)"),
-             ("uniform", "c", "uniform + reconstruction (tier c)"), ("fcpts", "c", "FCPTS")]
+             ("uniform", "c", "uniform + reconstruction (tier c)")]
+    fcpts = registry.names(role="proposed", default=True)[0]
+    picks.append((fcpts, "c", registry.label(fcpts)))
     rows = []
     for method, tier, text in picks:
         part = table[(table["method"] == method) & (table["tier"] == tier)]

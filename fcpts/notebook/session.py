@@ -18,7 +18,7 @@ import yaml
 
 from ..config import Config
 from ..data import REPO_ROOT, CalibrationSubset, DataBundle, load_data
-from ..models import load_model_for
+from ..models import resolve_dense_model
 
 SHARED_PARAMETERS = ("mode", "data_root", "target", "seed")  # every notebook's parameters cell starts with these
 REFERENCE_DIR = "data"  # the committed result files
@@ -125,9 +125,9 @@ def setup(namespace: Mapping[str, Any]) -> tuple[Config, DataBundle, Session]:
 
 
 def load_model(config: Config, num_classes: int, progress: bool | None = None) -> tuple[torch.nn.Module, dict]:
-    """The dense model to sparsify (see ``fcpts.models.load_model_for``); a bar while the embedded model
-    trains, once, when ``config.progress``."""
-    return load_model_for(config, num_classes, config.progress if progress is None else progress)
+    """The dense model to sparsify (``fcpts.models.resolve_dense_model``, as ``fcpts run`` and the sweep runner);
+    a bar while the embedded model trains, once, when ``config.progress``."""
+    return resolve_dense_model(config, num_classes, config.progress if progress is None else progress)
 
 
 def fresh_calibration(data: DataBundle) -> Any:

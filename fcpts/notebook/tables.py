@@ -14,10 +14,12 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ..baselines import ALLOCATION_METHODS, TIERS
+from .. import registry
+from ..baselines import TIERS
 from ..config import Config
 from ..registry import METHODS
-from ..runner import SCHEDULE_NAMES, SIDE_KEY, SIDE_KINDS, read_side, read_table, run_comparison, side_path
+from ..runner import SCHEDULE_NAMES, run_comparison
+from ..table import SIDE_KEY, SIDE_KINDS, read_side, read_table, side_path
 from ..stats import bootstrap_interval, unpack_outcomes
 from .session import Session, Timer, readable_path, result_path
 
@@ -46,7 +48,7 @@ def history_frame(result: Any, label: str) -> pd.DataFrame:
     return frame
 
 
-def _read(results_dir: str | os.PathLike[str], name: str) -> pd.DataFrame | None:
+def read_result(results_dir: str | os.PathLike[str], name: str) -> pd.DataFrame | None:
     """The result file ``name`` (``readable_path``) as a DataFrame, or None when there is none."""
     path = readable_path(results_dir, name)
     return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
@@ -112,7 +114,7 @@ def resume_comparison(config: Config, csv_path: Path, targets: Iterable[float], 
     already in the table cost only a look-up).
     """
     targets = [float(t) for t in targets]
-    methods = runner_kwargs.pop("methods", ALLOCATION_METHODS)
+    methods = runner_kwargs.pop("methods", registry.names(family="allocation"))
     tiers = runner_kwargs.pop("tiers", TIERS)
     schedules = runner_kwargs.pop("schedules", SCHEDULE_NAMES)
     before = len(read_table(csv_path))
@@ -184,7 +186,9 @@ def with_intervals(table: pd.DataFrame, path: str | os.PathLike) -> pd.DataFrame
 
 def interval_pivot(table: pd.DataFrame, index: Iterable[str] = ("method", "tier")) -> pd.DataFrame:
     """Top-1 (%) per ``index`` × target as text: "98.1 [96.4, 99.4]" where the row has its 95 % interval
-    (``with_intervals``), "98.1" where it was computed before per-image outcomes were kept."""
+    (``with_intervals``), "98.1" where it was computed before per-image outcomes were kept. The dense model's
+    rows are left out (they have no target)."""
+    table = table[~registry.is_role(table["method"], "reference")]
     low = table["low"] if "low" in table else pd.Series(np.nan, index=table.index)
     high = table["high"] if "high" in table else pd.Series(np.nan, index=table.index)
     cells = [f"{100 * t:.1f}" + ("" if pd.isna(lo) else f" [{100 * lo:.1f}, {100 * hi:.1f}]")
@@ -206,10 +210,11 @@ def comparison(config: Config, run: Session, targets: Iterable[float] = SWEEP_TA
 
 def describe_table(current: pd.DataFrame) -> None:
     """What a notebook's check cell prints about a runner table: the dense model, the methods, exact targets."""
-    dense = current[current["method"] == "dense"]
+    reference = registry.is_role(current["method"], "reference")
+    dense = current[reference]
     if len(dense):
         print(f"dense top-1 {100 * dense['top1'].iloc[-1]:.1f} %")
-    pruned = current[current["method"] != "dense"]
+    pruned = current[~reference]
     print(f"methods: {', '.join(sorted(pruned['method'].unique()))}")
     exact = ((pruned["achieved_sparsity"] - pruned["target"]).abs() < 1e-4).all()
     print(f"every pruned row meets its target: {bool(exact)}")

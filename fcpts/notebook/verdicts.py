@@ -13,8 +13,10 @@ import torch
 from ..config import Config
 from ..data import DataBundle
 from ..evaluate import evaluate
-from ..registry import METHODS
-from ..runner import outcome_matrix, paired_over_seeds, read_table
+from .. import registry
+from ..config import at_target, target_key
+from ..schedules import SCHEDULE_LABELS
+from ..table import outcome_matrix, paired_over_seeds, read_table
 from ..stats import bootstrap_interval, paired_difference, verdict
 from .session import repo_path
 
@@ -24,6 +26,19 @@ RECIPE_DIR = "benchmarks/results/recipe"  # benchmarks/recipe.py: one runner tab
 RECIPE_START = ("erk", "b")  # FCPTS's own start, ERK + BN re-estimation, in the "released" table
 
 
+def _fcpts() -> str:
+    """The proposed method's name (FCPTS with the Config's recipe), from the registry."""
+    return registry.names(role="proposed", default=True)[0]
+
+
+def _label(name: str) -> str:
+    return SCHEDULE_LABELS.get(name) or registry.label(name)
+
+
+def _at_targets(values: pd.Series, targets: Iterable[float]) -> pd.Series:
+    return values.map(target_key).isin({target_key(t) for t in targets})
+
+
 def training_summary(table: pd.DataFrame, coverage: pd.DataFrame | None = None,
                      targets: Iterable[float] | None = None, outcomes_from: str | os.PathLike | None = None
                      ) -> pd.DataFrame:
@@ -31,12 +46,12 @@ def training_summary(table: pd.DataFrame, coverage: pd.DataFrame | None = None,
     with ``coverage``, the mean final coverage of the dynamic-sparse-training rows; with ``outcomes_from`` (the
     runner's table path), a 95 % interval over seeds and test images (``low``, ``high``; NaN where a row was
     computed before per-image outcomes were kept)."""
-    rows = table[table["method"] != "dense"].copy()
+    rows = table[~registry.is_role(table["method"], "reference")].copy()
     rows["key_method"] = rows["method"]
-    scheduled = rows["method"].str.startswith("prune_train")
+    scheduled = registry.is_scheduled(rows["method"])
     rows.loc[scheduled, "method"] = rows.loc[scheduled, "schedule"]
     if targets is not None:
-        rows = rows[rows["target"].round(6).isin([round(float(t), 6) for t in targets])]
+        rows = rows[_at_targets(rows["target"], targets)]
     grouped = rows.groupby(["method", "tier", "target"], sort=False)
     out = grouped["top1"].agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
     if outcomes_from is not None:
@@ -48,9 +63,17 @@ def training_summary(table: pd.DataFrame, coverage: pd.DataFrame | None = None,
             except KeyError:
                 bounds.append((float("nan"), float("nan")))
         out["low"], out["high"] = [b[0] for b in bounds], [b[1] for b in bounds]
-    order = {m: k for k, m in enumerate(("fcpts", "one_cycle", "dst-ee", "rigl"))}
-    out = out.sort_values(["target", "method", "tier"], key=lambda c: c.map(order).fillna(9) if c.name == "method"
-                          else c, kind="stable").reset_index(drop=True)
+    registered = list(registry.METHODS)
+
+    def order(name: str) -> int:  # FCPTS, then the schedules, then dynamic sparse training; registry order within
+        rank = 0 if registry.is_role(name, "proposed") else 1 if name in SCHEDULE_LABELS else \
+            2 if registry.is_family(name, "training") else 9
+        within = registered.index(name) if name in registered else \
+            list(SCHEDULE_LABELS).index(name) if name in SCHEDULE_LABELS else 0
+        return 1000 * rank + within
+
+    out = out.sort_values(["target", "method", "tier"], key=lambda c: c.map(order) if c.name == "method" else c,
+                          kind="stable").reset_index(drop=True)
     if coverage is not None and len(coverage):
         last = coverage.sort_values("update").groupby(["method", "tier", "target", "seed"]).coverage.last()
         out = out.merge(last.groupby(["method", "tier", "target"]).mean().rename("coverage").reset_index(),
@@ -63,19 +86,18 @@ def paired_verdicts(table: pd.DataFrame, path: str | os.PathLike, pairs: Iterabl
     """For each target and each pair ((method, tier), (method, tier)) -- one-cycle named by its schedule -- the
     paired verdict over the seeds both have and the same test images (``fcpts.stats``): "A beats B by x points
     [low, high]" only when the interval excludes 0, else "within noise". Pairs without outcomes are skipped."""
-    names = {"fcpts": "FCPTS", "one_cycle": "one-cycle", "one_shot": "one-shot", "agp": "AGP", "dst-ee": "DST-EE",
-             "rigl": "RigL", "global": "global magnitude", "erk": "ERK", "lamp": "LAMP", "pot": "POT-style"}
     starts = {"finetune": " (from dense)", "scratch": " (scratch)"}  # allocations: their tier
-    rows = table.assign(name=table["method"].where(~table["method"].str.startswith("prune_train"), table["schedule"]))
+    rows = table.assign(name=table["method"].where(~registry.is_scheduled(table["method"]), table["schedule"]))
     out = []
     for target in targets:
-        at = rows[(rows["target"] - target).abs() < 1e-9]
+        at = rows[at_target(rows["target"], target)]
         for a, b in pairs:
             ra, rb = (at[(at["name"] == m) & (at["tier"] == t)] for m, t in (a, b))
             found = paired_over_seeds(path, ra, path, rb)
             if found is None:
                 continue
-            label_a, label_b = (names.get(m, m) + starts.get(t, "" if m == "fcpts" else f" ({t})") for m, t in (a, b))
+            label_a, label_b = (_label(m) + starts.get(t, "" if registry.is_role(m, "proposed") else f" ({t})")
+                                for m, t in (a, b))
             out.append(f"{target:.0%}, {len(found[1])} seed(s): " + verdict(label_a, label_b, found[0]))
     return out
 
@@ -84,7 +106,7 @@ def _recipe_rows(path: Path, method: str, tier: str, target: float) -> pd.DataFr
     table = read_table(path)
     if table.empty:
         return table
-    return table[(table.method == method) & (table.tier == tier) & ((table.target - target).abs() < 1e-9)].sort_values("seed")
+    return table[(table.method == method) & (table.tier == tier) & at_target(table.target, target)].sort_values("seed")
 
 
 def recipe_table(folder: str | os.PathLike = RECIPE_DIR, variants: Iterable[str] = ("released", "kit"),
@@ -101,7 +123,7 @@ def recipe_table(folder: str | os.PathLike = RECIPE_DIR, variants: Iterable[str]
         if not path.exists():
             continue
         for target in targets:
-            rows = _recipe_rows(path, *(RECIPE_START if variant == "start" else ("fcpts", "c")), target)
+            rows = _recipe_rows(path, *(RECIPE_START if variant == "start" else (_fcpts(), "c")), target)
             rows = rows.drop_duplicates("seed", keep="last")  # a row recomputed later replaces the older one
             if rows.empty:
                 continue
@@ -110,7 +132,7 @@ def recipe_table(folder: str | os.PathLike = RECIPE_DIR, variants: Iterable[str]
             record = dict(variant=variant, target=target, seeds=len(rows), top1=100 * top1.estimate,
                           top1_low=100 * top1.low, top1_high=100 * top1.high, wall_time=rows.wall_time.mean(),
                           start_chosen=int((selected == "start").sum()))
-            others = {"start": _recipe_rows(base, *RECIPE_START, target), "released": _recipe_rows(base, "fcpts", "c", target)}
+            others = {"start": _recipe_rows(base, *RECIPE_START, target), "released": _recipe_rows(base, _fcpts(), "c", target)}
             for name, other in others.items():
                 found = None if variant in ("start", name) else paired_over_seeds(path, rows, base, other)
                 if found is None:
@@ -142,9 +164,9 @@ def learner_summary(table: pd.DataFrame, targets: Iterable[float] | None = None,
     in percent. "Reaches the target" and "accurate at the target" are separate columns. With ``outcomes_from``
     (the runner's table path), the top-1's 95 % interval over seeds and test images (NaN where the rows were
     computed before per-image outcomes were kept)."""
-    rows = table[table["method"].map(lambda m: m in METHODS and METHODS[m].family == "learner")]
+    rows = table[registry.is_family(table["method"], "learner")]
     if targets is not None:
-        rows = rows[rows["target"].round(6).isin([round(float(t), 6) for t in targets])]
+        rows = rows[_at_targets(rows["target"], targets)]
     rows = rows.assign(gap=(rows["sparsity_before_projection"] - rows["target"]).abs())
     grouped = rows.groupby(["method", "target"], sort=False)
     out = pd.DataFrame({
@@ -177,7 +199,7 @@ def fcpts_table(tables: dict[str, str] = QUALITY_TABLES, loop: str = "released/r
     for recipe, name in tables.items():
         path = repo_path(name)
         table = read_table(path)
-        table = table[(table["method"] == "fcpts") & (table["loop"] == loop)]
+        table = table[(table["method"] == _fcpts()) & (table["loop"] == loop)]
         for target, part in table.groupby("target"):
             part = part.drop_duplicates("seed", keep="last").sort_values("seed")
             interval = bootstrap_interval(outcome_matrix(path, part))
@@ -190,6 +212,6 @@ def fcpts_table(tables: dict[str, str] = QUALITY_TABLES, loop: str = "released/r
 
 def schedule_verdicts(current: pd.DataFrame, path: str | os.PathLike) -> list[str]:
     """FCPTS against every training-aware schedule at every target, paired on the same test images."""
-    schedules = sorted(current.loc[current["method"].str.startswith("prune_train"), "schedule"].unique())
-    targets = sorted(current.loc[current["method"] == "fcpts", "target"].unique())
-    return paired_verdicts(current, path, [(("fcpts", "c"), (s, "finetune")) for s in schedules], targets)
+    schedules = sorted(current.loc[registry.is_scheduled(current["method"]), "schedule"].unique())
+    targets = sorted(current.loc[current["method"] == _fcpts(), "target"].unique())
+    return paired_verdicts(current, path, [((_fcpts(), "c"), (s, "finetune")) for s in schedules], targets)
