@@ -29,7 +29,7 @@ from .data import REPO_ROOT, load_data
 from .evaluate import evaluate, resolve_device
 from .guards import DivergedError
 from .masking import count_zeros, weight_sparsity_table
-from .models import load_embedded_model, resolve_dense_model
+from .models import DenseRecipe, load_embedded_model, resolve_dense_model
 from .registry import METHODS, RunContext, RunSpec, get_method, names, variants
 from .sparsify import SparsifyResult
 
@@ -214,8 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sweep", help="a resumable comparison table: methods x targets x seeds (fcpts sweep --help)",
                    add_help=False)
-    t = sub.add_parser("train-dense", help="train (or verify) the embedded dense ResNet-50 on digits")
+    t = sub.add_parser("train-dense", help="train (or verify) an embedded dense model on digits (default: the ResNet-50)")
     t.add_argument("--retrain", action="store_true", help="train again even if a valid checkpoint exists")
+    t.add_argument("--model", default="resnet50", help="torchvision architecture to train on digits (default resnet50)")
+    t.add_argument("--image-size", type=int, default=32, help="input side in pixels (default 32)")
     for p in (d, r, t):
         p.add_argument("--debug", action="store_true",
                        help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
@@ -270,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     if args.command == "train-dense":
-        model, info = load_embedded_model(retrain=args.retrain)
-        print(f"dense ResNet-50 on digits: test top-1 {info['test_top1']:.2%} ({info['path']})")
+        recipe = DenseRecipe(model=args.model, image_size=args.image_size)
+        model, info = load_embedded_model(recipe, retrain=args.retrain)
+        print(f"dense {args.model} on digits: test top-1 {info['test_top1']:.2%} ({info['path']})")
         return 0
     progress = not args.quiet
     if args.command == "demo":

@@ -291,8 +291,8 @@ def resolve_dense_model(config: Any, num_classes: int, progress: bool = False, t
                 ckpt, problem = _verify(path, recipe, build_model(recipe.model, None, 10), min_accuracy)
                 problem = "" if ckpt is not None else problem
             if problem:
-                raise FileNotFoundError(f"no usable dense checkpoint at {path} ({problem}); run without --no-train "
-                                        "(or `fcpts train`) to train it")
+                raise FileNotFoundError(f"no usable dense checkpoint at {path} ({problem}); train it without --no-train, or "
+                                        f"with `fcpts train-dense --model {config.model} --image-size {config.image_size}`")
         model, info = load_embedded_model(recipe, progress=progress, min_accuracy=min_accuracy)
         return model, dict(info, source=f"embedded {config.model} trained on digits ({info['path']})")
     model = build_model(config.model, weights=config.weights or None, num_classes=num_classes)
