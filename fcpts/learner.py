@@ -112,9 +112,11 @@ class Learner:
         """The weight the squashed model stores (default w ⊙ mask; STR stores its shrunk weights)."""
         return weight * mask
 
-    def squash(self, masks: dict[str, torch.Tensor], tau: float) -> None:
-        """Remove the parametrizations; every layer stores ``export(name, dense weight, its mask, τ)``."""
-        squash_layers(self.layers, lambda name, weight: self.export(name, weight, masks[name], tau))
+    def squash(self, masks: dict[str, torch.Tensor], tau: float, layers: dict[str, nn.Module] | None = None) -> None:
+        """Remove the parametrizations of ``layers`` (default: the ones ``attach`` registered); every layer stores
+        ``export(name, dense weight, its mask, τ)``."""
+        layers = self.layers if layers is None else layers
+        squash_layers(layers, lambda name, weight: self.export(name, weight, masks[name], tau))
 
     # ----- state: save and restore what the learner has learned -----
     def state_dict(self) -> dict:

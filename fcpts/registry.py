@@ -90,6 +90,7 @@ class Method:
     run: Callable[[RunContext, RunSpec], tuple[nn.Module, dict]]
     description: str
     label: str = ""  # how figures and tables name it (default: the name)
+    short: str = ""  # the label in running text, e.g. a verdict line (default: the label)
     color: str = "#7f7f7f"
     role: str = "competitor"  # "reference" (the dense model), "proposed" (FCPTS and its variants), "competitor"
     variant_of: str = ""  # a variant of another method (its rows are not in a default sweep)
@@ -199,9 +200,11 @@ def training_method(allocation: str) -> Method:
                      f"{', '.join(m.mask_allocation for m in METHODS.values() if m.mask_allocation)}")
 
 
-def label(name: str) -> str:
-    """How figures and tables name a method (its name when it is not registered)."""
-    return METHODS[name].display if name in METHODS else name
+def label(name: str, short: bool = False) -> str:
+    """How figures and tables name a method (``short``: in running text); its name when it is not registered."""
+    if name not in METHODS:
+        return name
+    return (METHODS[name].short or METHODS[name].display) if short else METHODS[name].display
 
 
 def color(name: str) -> str | None:
@@ -346,7 +349,8 @@ register(Method("probmask", "learner", _learner_runner(ProbMaskLearner),
                 options=ProbMaskConfig))
 register(Method("dsa", "learner", _learner_runner(DsaLearner),
                 "DSA-style (unstructured, parameter budget): keep ratios with an ADMM budget",
-                label="DSA-style (unstructured, parameter budget)", color="#e377c2", options=DsaConfig))
+                label="DSA-style (unstructured, parameter budget)", short="DSA-style", color="#e377c2",
+                options=DsaConfig))
 for _allocation, _color in (("uniform", "#17becf"), ("global", "#bcbd22")):
     register(Method(f"prune_train-{_allocation}", "training", _run_training,
                     f"training-aware pruning with labels, {'per-layer (uniform)' if _allocation == 'uniform' else 'global'}"
@@ -356,5 +360,5 @@ register(Method("dst-ee", "training", _run_dst, "DST-EE: constant non-zeros at E
                 "|gradient| + an exploration bonus", label="DST-EE", color="#2ca02c", options=DstConfig,
                 scheduled=False))
 register(Method("rigl", "training", _run_dst, "RigL: DST-EE with no exploration bonus (c = 0)",
-                label="RigL (DST-EE, c = 0)", color="#8c564b", options=lambda: DstConfig(c=0.0), scheduled=False,
+                label="RigL (DST-EE, c = 0)", short="RigL", color="#8c564b", options=lambda: DstConfig(c=0.0), scheduled=False,
                 check_options=_check_rigl))

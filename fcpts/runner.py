@@ -115,7 +115,9 @@ def _context(config: Config, model, model_name, data, train_data, schedules: lis
     if model is None:
         from .models import resolve_dense_model
 
-        model, _ = resolve_dense_model(config, bundle(config.seed).num_classes, progress, train=train_dense,
+        embedded = config.dataset == "digits" and not config.weights  # 10 classes; no data needed to resolve it
+        num_classes = 10 if embedded else bundle(config.seed).num_classes
+        model, _ = resolve_dense_model(config, num_classes, progress, train=train_dense,
                                        min_accuracy=min_dense_accuracy)
         model_name = model_name or config.model
     else:
@@ -236,11 +238,23 @@ def execute(ctx: RunContext, jobs: list[Job], csv_path: Path, json_file: Path | 
             if progress:
                 tqdm.write(f"  {job.label():<40} top1 {row['top1']:.2%}  S {row['achieved_sparsity']:.4f}  "
                            f"{row['wall_time']:.1f} s")
-    finally:
+    except BaseException:
+        _write_json_copy(csv_path, json_file, quiet=True)  # the rows so far; the run's own error goes on
+        raise
+    return _write_json_copy(csv_path, json_file)
+
+
+def _write_json_copy(csv_path: Path, json_file: Path | None, quiet: bool = False) -> pd.DataFrame | None:
+    """The table as it is on disk, and its JSON copy; ``quiet``: a failure here must not hide the run's own."""
+    try:
         table = read_table(csv_path)
         if json_file is not None and len(table):
             write_json_copy(table, json_file)
-    return table
+        return table
+    except Exception:
+        if not quiet:
+            raise
+        return None
 
 
 def _run_row(ctx: RunContext, job: Job, model_name: str) -> tuple[dict, dict]:

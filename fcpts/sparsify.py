@@ -314,7 +314,7 @@ def _finish(run: _Run) -> SparsifyResult:
     masks, tau, thresholds = learner.final_masks(dense_weights, run.zeros_target, zeros_elsewhere, config.project)
     distributed.broadcast_(list(masks.values()))  # rank 0's projection on every rank
     before = learner.sparsity_before_projection()
-    learner.squash(masks, tau)
+    learner.squash(masks, tau, run.layers)
     if config.bn_mode == "eval" or config.bn_recalibrate:
         recalibrate_bn(student, run.stream, config.bn_recalibration_batches, device=run.device)
     distributed.average_buffers_(student)  # BN statistics: each rank's come from its own slices

@@ -32,7 +32,7 @@ def _fcpts() -> str:
 
 
 def _label(name: str) -> str:
-    return SCHEDULE_LABELS.get(name) or registry.label(name)
+    return SCHEDULE_LABELS.get(name) or registry.label(name, short=True)
 
 
 def _at_targets(values: pd.Series, targets: Iterable[float]) -> pd.Series:
