@@ -167,28 +167,24 @@ def names(family: str | None = None, role: str | None = None, default: bool = Fa
             and (role is None or m.role == role) and not (default and m.variant_of)]
 
 
+def _member(method_names, chosen: set[str]):
+    """Which of ``method_names`` (a name, or a pandas Series of names) are in ``chosen``."""
+    return method_names in chosen if isinstance(method_names, str) else method_names.isin(chosen)
+
+
 def is_role(method_names, role: str):
     """Which of ``method_names`` (a name, or a pandas Series of names) have ``role``: how tables filter rows."""
-    chosen = set(names(role=role))
-    if isinstance(method_names, str):
-        return method_names in chosen
-    return method_names.isin(chosen)
+    return _member(method_names, set(names(role=role)))
 
 
 def is_family(method_names, family: str):
     """Which of ``method_names`` (a name, or a pandas Series of names) belong to ``family``."""
-    chosen = set(names(family=family))
-    if isinstance(method_names, str):
-        return method_names in chosen
-    return method_names.isin(chosen)
+    return _member(method_names, set(names(family=family)))
 
 
 def is_scheduled(method_names):
     """Which of ``method_names`` are training-aware methods with one row per sparsity schedule."""
-    chosen = {n for n, m in METHODS.items() if m.family == "training" and m.scheduled}
-    if isinstance(method_names, str):
-        return method_names in chosen
-    return method_names.isin(chosen)
+    return _member(method_names, {n for n, m in METHODS.items() if m.family == "training" and m.scheduled})
 
 
 def training_method(allocation: str) -> Method:
