@@ -1,4 +1,5 @@
-# fcpts-kit: `make setup`, `make demo`, `make test`, `make lab`, `make notebooks`, `make sync`, `make clean`.
+# fcpts-kit: `make setup`, `make demo`, `make test`, `make lab`, `make notebooks`, `make sync`, `make clean`,
+# `make reproduce DATA=/path/to/imagenet`.
 #
 # Which Python: if a virtual environment or conda env is active (VIRTUAL_ENV / CONDA_PREFIX set), use its
 # python and install the kit into it only when `import fcpts` fails there. Otherwise create .venv/ inside
@@ -19,7 +20,7 @@ PY := $(firstword $(wildcard $(ACTIVE_ENV)/bin/python) $(PYTHON))
 SETUP_TARGET := install-active
 endif
 
-.PHONY: setup demo test lab notebooks sync clean install-active git-filter
+.PHONY: setup demo test lab notebooks sync clean install-active git-filter reproduce
 
 setup: $(SETUP_TARGET) git-filter
 
@@ -44,6 +45,14 @@ git-filter: $(SETUP_TARGET)
 
 demo: setup
 	"$(PY)" -m fcpts demo
+
+# The paper's grid (params/paper.yaml) on ImageNet and every visible GPU: plan and estimate first, then the runs
+# (resumable: run it again after an interruption), then results/reproduce/report.md. REPRODUCE_ARGS=--plan-only etc.
+DATA ?=
+REPRODUCE_ARGS ?=
+reproduce: setup
+	@test -n "$(DATA)" || { echo "make reproduce needs DATA=/path/to/imagenet (a folder with train/ and val/)"; exit 2; }
+	"$(PY)" -m fcpts reproduce --data "$(DATA)" $(REPRODUCE_ARGS)
 
 # ----- tutorial notebooks (notebooks/0[1-4]_*.ipynb, stored without outputs) -----
 # Each runs through papermill in one mode (params/<mode>.yaml) into $(NB_OUT)/<mode>/ (never in place); the checkout's

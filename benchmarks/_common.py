@@ -100,9 +100,9 @@ def set_threads(threads: int | None) -> None:
 
 
 def embedded_checkpoint_path() -> Path:
-    from fcpts.models import DEFAULT_CHECKPOINT_DIR, DenseRecipe
+    from fcpts.models import DenseRecipe, default_checkpoint_dir
 
-    return DEFAULT_CHECKPOINT_DIR / DenseRecipe().checkpoint_name()
+    return default_checkpoint_dir() / DenseRecipe().checkpoint_name()
 
 
 def load_dense_model(allow_train: bool = False) -> torch.nn.Module:

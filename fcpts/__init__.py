@@ -16,5 +16,6 @@ from .learner import FcptsLearner, Learner
 from .sparsify import SparsifyResult, learn_allocation, sparsify
 from .learners import ProbMaskConfig, ProbMaskLearner, StrConfig, StrLearner
 from .dsa import DsaConfig, DsaLearner
+from .export import export_run, load_sparse, save_sparse
 
 __version__ = "0.1.0"

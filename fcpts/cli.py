@@ -1,12 +1,15 @@
 """The ``fcpts`` command: ``demo`` (the embedded default), ``run`` (any model, full mode), ``sweep`` (a comparison
-table, ``fcpts.runner``), ``train-dense``.
+table, ``fcpts.runner``), ``reproduce`` (the paper's grid on ImageNet, ``fcpts.reproduce``), ``train-dense``, ``export``
+(a run's pruned model as a smaller sparse file).
 
     fcpts demo                                   # digits + the kit's ResNet-50, FCPTS vs uniform/global
     fcpts run --config params/full.yaml          # the released recipe on ImageNet
     fcpts run --config params/full.yaml --recipe kit   # ... with the kit's options (held-out selection)
     fcpts run --model resnet50 --weights IMAGENET1K_V1 --data /path/to/imagenet --target 0.8 --calib 1024
     fcpts sweep --methods uniform erk --targets 0.8 0.9 --out results/sweep.csv   # resumable comparison table
+    fcpts reproduce --data /path/to/imagenet     # the paper's grid: plan, estimate, every GPU, report
     fcpts train-dense                            # (re)build the embedded dense checkpoint
+    fcpts export RUN_DIR --fp16                  # RUN_DIR/sparse_model.pt: bitmask + non-zeros (fcpts.load_sparse)
 
 Every option maps onto one field of ``fcpts.Config``; ``--set field=value`` reaches any other field.
 """
@@ -25,11 +28,12 @@ import yaml
 
 from . import distributed
 from .config import KIT_RECIPE, RECIPES, Config
-from .data import REPO_ROOT, load_data
+from .data import load_data
 from .evaluate import evaluate, resolve_device
 from .guards import DivergedError
 from .masking import count_zeros, weight_sparsity_table
 from .models import DenseRecipe, load_embedded_model, resolve_dense_model
+from .paths import results_dir, user_path
 from .registry import METHODS, RunContext, RunSpec, get_method, names, variants
 from .sparsify import SparsifyResult
 
@@ -41,10 +45,10 @@ DEFAULT_METHOD = names(role="proposed", default=True)[0]  # FCPTS with the Confi
 DEBUG_ENV = "FCPTS_DEBUG"  # set to 1: errors keep their traceback
 
 
-def _out_dir(path: str, overwrite: bool) -> Path:
-    """Resolve an output folder (relative paths from the repository root) and refuse to clobber results."""
-    out = Path(path)
-    out = out if out.is_absolute() else REPO_ROOT / out
+def _out_dir(path: str | Path, overwrite: bool) -> Path:
+    """Make an output folder and refuse to clobber results. A relative path is relative to the current folder, as
+    for any command-line tool; only defaults (no --out) live in ``fcpts.paths.results_dir()``."""
+    out = user_path(path)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SystemExit(f"error: {out} already holds results; pass --overwrite to replace them or choose --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the embedded default: digits + the kit's ResNet-50 on a CPU")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--targets", type=float, nargs="+", default=list(DEMO_TARGETS))
-    d.add_argument("--out", default="results/demo", help="output folder (relative to the repository root)")
+    d.add_argument("--out", help="output folder, relative to the current folder (default: results/demo in the "
+                   "checkout; installed: ./results/demo)")
     d.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any Config field")
     d.add_argument("--recipe", choices=RECIPES, default="released", help=RECIPE_HELP)
     d.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -206,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bridge", choices=["histogram", "kde"])
     r.add_argument("--seed", type=int)
     r.add_argument("--device")
-    r.add_argument("--out", help="output folder (default results/<model>-<dataset>-s<target>-seed<seed>)")
+    r.add_argument("--out", help="output folder, relative to the current folder (default: "
+                   "results/<model>-<dataset>-s<target>-seed<seed> in the checkout; installed: ./results/...)")
     r.add_argument("--overwrite", action="store_true", help="replace the results in an existing --out folder")
     r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any Config field")
     r.add_argument("--recipe", choices=RECIPES, default=None, help=RECIPE_HELP + " (default: the --config file's)")
@@ -214,11 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sweep", help="a resumable comparison table: methods x targets x seeds (fcpts sweep --help)",
                    add_help=False)
+    sub.add_parser("reproduce", help="the paper's grid on ImageNet and every GPU: plan, estimate, run, report "
+                   "(fcpts reproduce --help)", add_help=False)
     t = sub.add_parser("train-dense", help="train (or verify) an embedded dense model on digits (default: the ResNet-50)")
     t.add_argument("--retrain", action="store_true", help="train again even if a valid checkpoint exists")
     t.add_argument("--model", default="resnet50", help="torchvision architecture to train on digits (default resnet50)")
     t.add_argument("--image-size", type=int, default=32, help="input side in pixels (default 32)")
-    for p in (d, r, t):
+    e = sub.add_parser("export", help="write a run's pruned model as a smaller sparse file (load: fcpts.load_sparse)")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a folder 'fcpts run --out' wrote (holds sparse_state_dict.pt)")
+    e.add_argument("--out", help="output file (default RUN_DIR/sparse_model.pt; relative to the current directory)")
+    e.add_argument("--fp16", action="store_true", help="store the non-zero values in fp16 (half their bytes, rounded)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    for p in (d, r, t, e):
         p.add_argument("--debug", action="store_true",
                        help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
     return parser
@@ -253,9 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import main as sweep
 
         return sweep(argv[1:], prog="fcpts sweep")
-    args = build_parser().parse_args(argv)
-    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    own_parser = argv[:1] == ["reproduce"]  # so has the paper-scale grid (fcpts.reproduce)
+    args = None if own_parser else build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
+        if own_parser:
+            from .reproduce import main as reproduce
+
+            return reproduce([a for a in argv[1:] if a != "--debug"])
         return _main(args)
     except KeyboardInterrupt:
         if debug:
@@ -271,6 +289,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.command == "export":
+        from .export import RUN_STATE_DICT, export_run
+
+        path = export_run(args.run_dir, args.out, fp16=args.fp16, overwrite=args.overwrite)
+        dense, sparse = (Path(args.run_dir) / RUN_STATE_DICT).stat().st_size, path.stat().st_size
+        print(f"dense {dense / 1e6:.2f} MB ({RUN_STATE_DICT}) -> sparse {sparse / 1e6:.2f} MB ({path}): "
+              f"{sparse / dense:.1%} of the dense file ({dense / sparse:.2f}x smaller)")
+        return 0
     if args.command == "train-dense":
         recipe = DenseRecipe(model=args.model, image_size=args.image_size)
         model, info = load_embedded_model(recipe, retrain=args.retrain)
@@ -280,7 +306,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "demo":
         config = _apply_sets(Config.quick_cpu(seed=args.seed, progress=progress).with_recipe(args.recipe), args.set)
         resolve_device(config.device)  # an unavailable device fails here, before anything is loaded or written
-        out = _out_dir(args.out, overwrite=True)  # the demo's own folder: refreshed on every run
+        out = _out_dir(args.out or results_dir() / "demo", overwrite=True)  # the demo's folder: refreshed every run
         start = time.perf_counter()
         rows = demo(config, out, tuple(args.targets), progress)
         print(format_table(rows))
@@ -291,6 +317,8 @@ def _main(args: argparse.Namespace) -> int:
     check_method(args.method, args.tier)  # a wrong method or tier fails here, before any folder is made
     if isinstance(fields.get("weights"), str) and fields["weights"].lower() == "none":
         fields["weights"] = ""
+    if fields.get("data_root"):  # saved in config.yaml as an absolute path, so the run can be redone from anywhere
+        fields["data_root"] = str(user_path(fields["data_root"]))
     config = config.replace(**fields, progress=progress)
     config = _apply_sets(config.with_recipe(args.recipe) if args.recipe else config, args.set)
     suffix = "" if args.method == DEFAULT_METHOD else f"-{args.method}"
@@ -299,8 +327,8 @@ def _main(args: argparse.Namespace) -> int:
     main = distributed.is_main()
     if device is not None:
         config = config.replace(device=str(device), progress=progress and main)
-    path = args.out or f"results/{config.model}-{config.dataset}-s{config.target:g}-seed{config.seed}{suffix}"
-    out = Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+    path = args.out or results_dir() / f"{config.model}-{config.dataset}-s{config.target:g}-seed{config.seed}{suffix}"
+    out = user_path(path)
     made = not out.exists()
     if main:  # only rank 0 writes
         out = _out_dir(path, args.overwrite)

@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
+from fcpts import paths
+from fcpts.paths import REPO_ROOT  # noqa: F401  importable from here as before; default folders: fcpts.paths
+
 if TYPE_CHECKING:  # only for annotations: keeps `import fcpts.data` free of import cycles
     from fcpts.config import Config
 
-REPO_ROOT = Path(__file__).resolve().parent.parent  # from the package location, never the CWD
-DEFAULT_IMAGENET_ROOT = REPO_ROOT / "data" / "imagenet"
-DEFAULT_DATA_ROOT = REPO_ROOT / "data"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_STATS = {
@@ -248,11 +248,12 @@ def read_image(path: str) -> Any:
 
 
 def resolve_imagenet_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The ImageNet root: the argument, else $IMAGENET_ROOT, else <repo>/data/imagenet."""
+    """The ImageNet root: the argument, else $IMAGENET_ROOT, else ``imagenet/`` under ``paths.data_root()``
+    (a checkout's data/imagenet)."""
     if root:
         return Path(root).expanduser()
     env = os.environ.get("IMAGENET_ROOT", "")
-    return Path(env).expanduser() if env else DEFAULT_IMAGENET_ROOT
+    return Path(env).expanduser() if env else paths.data_root() / "imagenet"
 
 
 def _is_image(name: str) -> bool:
@@ -300,7 +301,7 @@ def check_imagefolder_layout(root: str | os.PathLike[str]) -> list[str]:
         raise FileNotFoundError(
             f"dataset root {root} does not exist. Pass the folder that contains train/ and val/ "
             "(argument / Config.data_root), set IMAGENET_ROOT, or place the data at "
-            f"{DEFAULT_IMAGENET_ROOT}.\n" + _LAYOUT_HELP
+            f"{paths.data_root() / 'imagenet'}.\n" + _LAYOUT_HELP
         )
     splits = {}
     for split in ("train", "val"):
@@ -395,13 +396,13 @@ def cifar_datasets(name: str = "cifar10", root: str | os.PathLike[str] | None = 
                    calib_size: int = 1024, seed: int = 0, augment: bool = True,
                    download: bool = False) -> tuple[CalibrationSubset, Dataset]:
     """Calibration set from the CIFAR train split (RandomCrop(pad 4) + flip when `augment`) and the test
-    split. `root` defaults to <repo>/data; nothing is downloaded unless `download=True`."""
+    split. `root` defaults to `paths.data_root()` (a checkout's data/); nothing is downloaded unless `download=True`."""
     from torchvision import datasets
     from torchvision import transforms as T
 
     if name not in CIFAR_STATS:
         raise ValueError(f"unknown CIFAR variant {name!r}; use cifar10 or cifar100")
-    root = Path(root).expanduser() if root else DEFAULT_DATA_ROOT
+    root = Path(root).expanduser() if root else paths.data_root()
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     mean, std = CIFAR_STATS[name]
     resize = [T.Resize(image_size)] if image_size != 32 else []

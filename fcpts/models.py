@@ -2,7 +2,8 @@
 
 Post-training sparsity starts from a *trained* dense network. On ImageNet that is torchvision's released
 weights. For the embedded default (no download, a 2-core CPU) the kit trains its own: an unmodified
-torchvision ResNet-50 with 10 outputs on the digits (method.md §6), cached under data/checkpoints/ with
+torchvision ResNet-50 with 10 outputs on the digits (method.md §6), cached in ``default_checkpoint_dir()``
+(a checkout's data/checkpoints/; installed: $FCPTS_HOME/checkpoints or ~/.cache/fcpts/checkpoints) with
 enough metadata to notice a stale, corrupt or tampered file and retrain instead of trusting it.
 """
 from __future__ import annotations
@@ -22,13 +23,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from fcpts.data import DIGITS_SPLIT_SEED, REPO_ROOT, digits_datasets
+from fcpts import paths
+from fcpts.data import DIGITS_SPLIT_SEED, digits_datasets
 from fcpts.evaluate import evaluate, resolve_device
 from fcpts.files import state_dict_sha256, write_atomic
 from fcpts.options import Options
 
-DEFAULT_CHECKPOINT_DIR = REPO_ROOT / "data" / "checkpoints"
+# None: the checkpoint folder is fcpts.paths.checkpoint_dir(), asked at each call (it follows $FCPTS_HOME).
+# A folder set here (a test's monkeypatch) replaces it.
+DEFAULT_CHECKPOINT_DIR: Path | None = None
 CHECKPOINT_FORMAT = 1
+
+
+def default_checkpoint_dir() -> Path:
+    """Where embedded dense checkpoints live unless a caller names a folder: ``DEFAULT_CHECKPOINT_DIR`` if set,
+    else ``fcpts.paths.checkpoint_dir()``."""
+    return Path(DEFAULT_CHECKPOINT_DIR) if DEFAULT_CHECKPOINT_DIR is not None else paths.checkpoint_dir()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -238,13 +248,13 @@ def load_embedded_model(recipe: DenseRecipe = DenseRecipe(), retrain: bool = Fal
                         min_accuracy: float = 0.97) -> tuple[nn.Module, dict[str, Any]]:
     """The trained dense model of `recipe`, from its checkpoint if valid, else trained now and cached.
 
-    The checkpoint `<checkpoint_dir>/dense-<model>-digits-<key>.pt` (default dir: <repo>/data/checkpoints)
+    The checkpoint `<checkpoint_dir>/dense-<model>-digits-<key>.pt` (default dir: ``default_checkpoint_dir()``)
     stores the recipe, the state_dict, its sha256 and the test accuracy. A file that cannot be read, was
     made by another recipe, fails its checksum or records an accuracy below `min_accuracy` is renamed
     `*.bad` (kept for inspection) and the model is retrained. Returns `(model in eval mode, info)` with info keys path, recipe, key, test_top1, sha256,
     trained (True if trained in this call), metrics.
     """
-    directory = Path(checkpoint_dir) if checkpoint_dir else DEFAULT_CHECKPOINT_DIR
+    directory = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
     path = directory / recipe.checkpoint_name()
     model = build_model(recipe.model, weights=None, num_classes=10)
     if path.exists() and not retrain:
@@ -285,7 +295,7 @@ def resolve_dense_model(config: Any, num_classes: int, progress: bool = False, t
     if config.dataset == "digits" and not config.weights:
         recipe = DenseRecipe(model=config.model, image_size=config.image_size)
         if not train:
-            path = DEFAULT_CHECKPOINT_DIR / recipe.checkpoint_name()
+            path = default_checkpoint_dir() / recipe.checkpoint_name()
             problem = "it does not exist"
             if path.exists():  # checked without side effects: load_embedded_model renames an unusable checkpoint
                 ckpt, problem = _verify(path, recipe, build_model(recipe.model, None, 10), min_accuracy)
@@ -295,6 +305,8 @@ def resolve_dense_model(config: Any, num_classes: int, progress: bool = False, t
                                         f"with `fcpts train-dense --model {config.model} --image-size {config.image_size}`")
         model, info = load_embedded_model(recipe, progress=progress, min_accuracy=min_accuracy)
         return model, dict(info, source=f"embedded {config.model} trained on digits ({info['path']})")
-    model = build_model(config.model, weights=config.weights or None, num_classes=num_classes)
+    with torch.random.fork_rng(devices=[]):  # a random init is a function of the run's seed (and every process agrees)
+        torch.manual_seed(config.seed)
+        model = build_model(config.model, weights=config.weights or None, num_classes=num_classes)
     return model.eval(), {"source": f"torchvision {config.model} {config.weights or '(random init)'}",
                           "weights": config.weights or None}

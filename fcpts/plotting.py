@@ -1,7 +1,8 @@
 """The one plotting helper of the kit: one style, figures saved by name (PNG and PDF).
 
 Every figure of the CLI, the notebooks and the benchmarks goes through here, so they look alike and land
-in one place: ``figures/<name>.png`` and ``figures/<name>.pdf`` under the repository root by default.
+in one place: ``<name>.png`` and ``<name>.pdf`` in ``FIGURES_DIR`` by default (a checkout's figures/; installed:
+./figures, ``fcpts.paths.figures_dir()``).
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import seaborn as sns
 
 from . import registry
 from .config import at_target, target_key
-from .data import REPO_ROOT
+from .paths import figures_dir
 from .schedules import SCHEDULE_LABELS
 
-FIGURES_DIR = REPO_ROOT / "figures"
+FIGURES_DIR = figures_dir()
 
 # One colour per method, stable across every figure of the kit.
 # Colours and labels of the series that are not registered methods (methods carry their own: fcpts.registry):
@@ -412,6 +413,52 @@ def plot_accuracy_vs_time(table, targets, title: str = "What each kind of method
     return fig
 
 
+PUBLISHED_STYLES = {"none": dict(linestyle="--", marker="v"), "layer-wise": dict(linestyle="-", marker="^"),
+                    "training-aware": dict(linestyle=":", marker="D")}
+
+
+def published_curves(published, model: str) -> tuple[list[dict], list[str]]:
+    """The published numbers for ``model`` (columns model, weights, method, reconstruction, sparsity, metric, value,
+    qualifier, source) as curves of top-1 points lost from each source's own dense model: dicts with text, method,
+    reconstruction, sparsity (fractions) and drop (points). Values whose dense model the source does not give, and
+    claims that are not a top-1 value, come back as notes to print instead of points."""
+    rows = published[published["model"] == model].fillna({"reconstruction": "", "weights": "", "qualifier": ""})
+    top1 = rows[rows["metric"] == "top1"]
+    reference = registry.is_role(top1["method"], "reference")
+    dense = {r["weights"]: float(r["value"]) for _, r in top1[reference].iterrows()}
+    curves, notes = [], []
+    for (method, recon, weights), part in top1[~reference].groupby(["method", "reconstruction", "weights"], sort=False):
+        part = part.sort_values("sparsity")
+        source = "msbench" if "msbench" in part["source"].iloc[0] else part["source"].iloc[0].split(",")[0]
+        if weights not in dense:  # no dense model given: a drop cannot be computed, so it is not drawn
+            notes += [f"{label(method)} at {r['sparsity']:.0%}: top-1 {r['value']:g} % ({source}; its dense model "
+                      "is not stated)" for _, r in part.iterrows()]
+            continue
+        text = {"none": f"{label(method)}, no reconstruction", "layer-wise": f"{label(method)} + layer-wise "
+                "reconstruction"}.get(recon, label(method))
+        curves.append(dict(text=f"{text} ({source}; dense {dense[weights]:g})", method=method, reconstruction=recon,
+                           sparsity=part["sparsity"].astype(float).to_numpy(),
+                           drop=dense[weights] - part["value"].astype(float).to_numpy()))
+    claims = rows[rows["metric"] != "top1"]
+    notes += [f"{label(r['method'])}{' (' + r['reconstruction'] + ')' if r['reconstruction'] else ''} at "
+              f"{r['sparsity']:.0%}: top-1 {r['qualifier']} {r['value']:g} points "
+              f"{CLAIM_PHRASES.get(r['metric'], r['metric'])} ({r['source'].split(',')[0]})"
+              for _, r in claims.iterrows()]
+    return curves, notes
+
+
+def _notes_under(ax, notes: list[str], y: float = -0.2) -> None:
+    if notes:
+        ax.text(0.0, y, "\n".join(notes), transform=ax.transAxes, fontsize=7.5, va="top", ha="left", color="#333333")
+
+
+def _draw_published(ax, curves: list[dict], faint: bool = False) -> None:
+    for c in curves:
+        ax.plot(c["sparsity"] * 100, c["drop"], color=color(c["method"]), linewidth=1.0 if faint else 1.4,
+                markersize=4 if faint else 5, alpha=0.6 if faint else 1.0, label=c["text"],
+                **PUBLISHED_STYLES.get(c["reconstruction"], dict(marker="o")))
+
+
 def plot_published(published, ours=None, model: str = "ResNet-50", dense_top1: float | None = None,
                    title: str = "Top-1 lost to pruning, from each study's own dense model") -> plt.Figure:
     """Points of top-1 lost against sparsity, each curve measured from its own dense model, so studies with
@@ -422,33 +469,9 @@ def plot_published(published, ours=None, model: str = "ResNet-50", dense_top1: f
     top1, dataset; ``dense_top1`` its dense model), on their own dataset."""
     use_style()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 4.8), sharey=True)
-    rows = published[published["model"] == model].fillna({"reconstruction": "", "weights": "", "qualifier": ""})
-    top1 = rows[rows["metric"] == "top1"]
-    reference = registry.is_role(top1["method"], "reference")
-    dense = {r["weights"]: float(r["value"]) for _, r in top1[reference].iterrows()}
-    styles = {"none": dict(linestyle="--", marker="v"), "layer-wise": dict(linestyle="-", marker="^")}
-    notes = []
-    for (method, recon, weights), part in top1[~reference].groupby(
-            ["method", "reconstruction", "weights"], sort=False):
-        part = part.sort_values("sparsity")
-        source = "msbench" if "msbench" in part["source"].iloc[0] else part["source"].iloc[0].split(",")[0]
-        if weights not in dense:  # no dense model given: a drop cannot be computed, so it is not drawn
-            notes += [f"{label(method)} at {r['sparsity']:.0%}: top-1 {r['value']:g} % ({source}; its dense model "
-                      "is not stated)" for _, r in part.iterrows()]
-            continue
-        text = {"none": f"{label(method)}, no reconstruction", "layer-wise": f"{label(method)} + layer-wise "
-                "reconstruction"}.get(recon, label(method))
-        left.plot(part["sparsity"] * 100, dense[weights] - part["value"], color=color(method), linewidth=1.4,
-                  markersize=5, label=f"{text} ({source}; dense {dense[weights]:g})",
-                  **styles.get(recon, dict(marker="o")))
-    claims = rows[rows["metric"] != "top1"]
-    notes += [f"{label(r['method'])}{' (' + r['reconstruction'] + ')' if r['reconstruction'] else ''} at "
-              f"{r['sparsity']:.0%}: top-1 {r['qualifier']} {r['value']:g} points "
-              f"{CLAIM_PHRASES.get(r['metric'], r['metric'])} ({r['source'].split(',')[0]})"
-              for _, r in claims.iterrows()]
-    if notes:
-        left.text(0.0, -0.2, "\n".join(notes), transform=left.transAxes, fontsize=7.5, va="top", ha="left",
-                  color="#333333")
+    curves, notes = published_curves(published, model)
+    _draw_published(left, curves)
+    _notes_under(left, notes)
     left.set_title(f"{model} on ImageNet, as published", fontsize=11)
     if ours is not None and len(ours) and dense_top1 is not None:
         tier_styles = {"tier a": dict(linestyle="--", marker="v"), "tier c": dict(linestyle="-", marker="^")}
@@ -469,6 +492,47 @@ def plot_published(published, ours=None, model: str = "ResNet-50", dense_top1: f
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc=where, fontsize=7.5)
     left.set_ylabel("top-1 lost from the dense model (points)")
+    fig.suptitle(title, fontweight="bold", y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reproduction(summary, published, published_names: Mapping[str, str] | None = None,
+                      title: str = "Top-1 lost to pruning on ImageNet: this kit's runs beside the published numbers"):
+    """One panel per model: the kit's runs (``summary`` of ``fcpts.reproduce``: model, label, method, tier, target,
+    top1, low, high, dense_top1; solid, with 95 % intervals) and the published numbers for the same architecture
+    (``published_curves``; faint, each from its own dense model), as points lost against sparsity. A claim that is
+    not a point, such as FCPTS's "over 30 points" at 80 %, is printed under the panel."""
+    use_style()
+    models = list(dict.fromkeys(summary["model"]))
+    cols = min(len(models), 2)
+    rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.2 * cols, 5.4 * rows), squeeze=False)
+    for ax, model in zip(axes.flat, models):
+        part = summary[(summary["model"] == model) & (summary["label"] != "dense")]
+        dense = float(summary.loc[summary["model"] == model, "dense_top1"].iloc[0])
+        for text, series in part.groupby("label", sort=False):
+            series = series.sort_values("target")
+            drop = 100 * (dense - series["top1"])
+            yerr = [100 * (series["high"] - series["top1"]).fillna(0), 100 * (series["top1"] - series["low"]).fillna(0)]
+            method = series["method"].iloc[0]
+            proposed = registry.is_role(method, "proposed")
+            ax.errorbar(series["target"] * 100, drop, yerr=yerr, color=color(method), capsize=2, markersize=5,
+                        linewidth=2.2 if proposed else 1.3, marker="o" if proposed else "s",
+                        linestyle="--" if series["tier"].iloc[0] == "b" else "-", label=text)
+        name = (published_names or {}).get(model, model)
+        curves, notes = published_curves(published, name)
+        _draw_published(ax, curves, faint=True)
+        _notes_under(ax, notes, y=-0.16)
+        ax.set_title(f"{model} (this kit's dense model: {100 * dense:.2f} %)", fontsize=11)
+        ax.set_xlabel("global sparsity (%)")
+        ax.set_ylabel("top-1 lost from the dense model (points)")
+        ax.set_xlim(0, 100)
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(high, 1.0), min(low, -1.0))  # lost points grow downwards: higher on the page is better
+        ax.legend(loc="lower left", fontsize=7)
+    for ax in list(axes.flat)[len(models):]:
+        ax.set_visible(False)
     fig.suptitle(title, fontweight="bold", y=1.0)
     fig.tight_layout()
     return fig

@@ -150,7 +150,7 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] | None =
                    scratch_model: Callable[[int], nn.Module] | None = None, model_name: str | None = None,
                    json_path: str | os.PathLike | None | bool = True, progress: bool = True,
                    shard: tuple[int, int] | None = None, train_dense: bool = True,
-                   min_dense_accuracy: float = 0.97) -> pd.DataFrame:
+                   min_dense_accuracy: float = 0.97, also_done: Iterable[str | os.PathLike] = ()) -> pd.DataFrame:
     """Run every requested (method, tier/schedule, target, seed) not yet in ``out_csv``; return the table.
 
     ``methods``: any names of ``fcpts.registry.METHODS`` (default: every fixed allocation); ``fcpts``,
@@ -168,7 +168,8 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] | None =
     field is overridden per row). ``json_path``: True -> next to the CSV with a .json suffix.
     ``shard=(i, n)``: only the i-th of n deterministic parts of the requested rows (the k-th row in key order
     goes to part k mod n, whatever is done already), so n processes or machines can share a sweep, each with
-    its own ``out_csv``, joined afterwards by ``merge_tables`` (``--merge``).
+    its own ``out_csv``, joined afterwards by ``merge_tables`` (``--merge``). ``also_done``: other runner tables
+    whose rows count as done too (the merged table of an earlier sharding, so a resumed sweep may use another n).
 
     Rows of learners (FCPTS included) also write their per-step global sparsity to
     ``<out>_details/trajectories.csv`` and their final per-layer sparsities to ``<out>_details/allocations.csv``.
@@ -191,7 +192,7 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] | None =
                 list(tiers), schedules, starts, shard)
     csv_path = Path(out_csv)
     json_file = csv_path.with_suffix(".json") if json_path is True else (Path(json_path) if json_path else None)
-    return execute(ctx, jobs, csv_path, json_file, model_name, progress)
+    return execute(ctx, jobs, csv_path, json_file, model_name, progress, also_done)
 
 
 def plan(ctx: RunContext, methods: list[str], targets: list[float], seeds: list[int], tiers: list[str],
@@ -217,11 +218,11 @@ def plan(ctx: RunContext, methods: list[str], targets: list[float], seeds: list[
 
 
 def execute(ctx: RunContext, jobs: list[Job], csv_path: Path, json_file: Path | None = None, model_name: str = "",
-            progress: bool = True) -> pd.DataFrame:
-    """Run the jobs whose key is not in ``csv_path`` yet (cheap phases first), appending each finished row
-    (side tables first); the JSON copy is written at the end, also after an error. Returns the table."""
-    table = read_table(csv_path)
-    done = {row_key(r) for r in table.to_dict("records")} if len(table) else set()
+            progress: bool = True, also_done: Iterable[str | os.PathLike] = ()) -> pd.DataFrame:
+    """Run the jobs whose key is neither in ``csv_path`` nor in ``also_done``'s tables yet (cheap phases first),
+    appending each finished row (side tables first); the JSON copy is written at the end, also after an error.
+    Returns the table."""
+    done = {row_key(r) for path in (csv_path, *also_done) for r in read_table(path).to_dict("records")}
     todo = sorted((j for j in jobs if j.key() not in done),
                   key=lambda j: (j.phase, j.spec.seed, j.spec.target, j.spec.tier))
     if progress:
@@ -271,7 +272,7 @@ def _run_row(ctx: RunContext, job: Job, model_name: str) -> tuple[dict, dict]:
     wall = info.get("wall_time") or (time.perf_counter() - tic)
     b = ctx.bundle(spec.seed)
     metrics = evaluate(pruned, b.test, batch_size=config.eval_batch_size, device=ctx.device, progress=False,
-                       per_image=True)
+                       num_workers=config.num_workers, per_image=True)
     info = {**info, "outcomes": pack_outcomes(metrics["correct"])}
     zeros, total = count_zeros(pruned)
     row = dict(method=spec.method, tier=spec.tier, schedule=spec.schedule, target=spec.target, seed=spec.seed,

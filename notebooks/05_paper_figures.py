@@ -75,7 +75,8 @@ print(sorted(written))
 #
 # `data/published_numbers.csv` holds only numbers printed in a cited source, one per row, with its `source`:
 # the abstracts of FCPTS, UniPTS and POT, the uniform-magnitude benchmark of ModelTC/msbench (the code base
-# FCPTS builds on), and torchvision's dense references. None of them is a result of this kit. The FCPTS paper's
+# FCPTS builds on) with its training-aware upper reference (SAT: pruning during full training, not post-training),
+# and torchvision's dense references. None of them is a result of this kit. The FCPTS paper's
 # own tables could not be read when the kit was written, so they are not in the file. If you have the paper,
 # add its rows (same columns; `metric` = `top1` for a top-1 in %, `source` = table and page) and rerun: rows with
 # `metric = top1` are drawn automatically.
@@ -98,12 +99,14 @@ nb.draw("published_vs_kit", run.tag, run.results, run.figures, dataset=dataset, 
 
 # %% [markdown]
 # Points lost from the dense model, higher on the page is better. On the left, ImageNet as published: uniform
-# magnitude pruning without reconstruction (msbench) loses 43 points at 60 %, and a layer-wise reconstruction
-# keeps the loss near 2. On the right, the kit's counterparts on digits: uniform masks alone collapse to chance
+# magnitude pruning without reconstruction (msbench) loses 43 points at 60 %, a layer-wise reconstruction
+# keeps the loss near 2, and training-aware pruning (SAT, dotted) loses 1.2 at 80 %: the ceiling a post-training
+# method aims at. UniPTS's abstract pair at 90 % (POT-style 3.9 %, UniPTS 68.6 %) is drawn from torchvision's
+# `IMAGENET1K_V1` model (76.13 %), the file UniPTS's released script starts from. On the right, the kit's counterparts on digits: uniform masks alone collapse to chance
 # from 70 %, uniform with FCPTS's reconstruction holds until 80 %, and FCPTS holds longest. The datasets differ,
-# so only the shape carries over. Results of the kit on ImageNet (run 03 in full mode) are drawn on the left,
-# beside the published curves. The text under the left panel lists what cannot be drawn as a drop: the abstract
-# numbers whose dense model is not stated, and FCPTS's own claim of more than 30 points at 80 %.
+# so only the shape carries over. The kit's own ImageNet runs go beside the published curves with
+# `fcpts reproduce` (one panel per model, `docs/scaling.md`). The text under the left panel lists what cannot be
+# drawn as a drop: POT's data-free claim, and FCPTS's own claim of more than 30 points at 80 %.
 #
 # ## Summary
 #

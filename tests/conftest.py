@@ -1,5 +1,6 @@
 """Shared fixtures: small real models that run in well under a second on a CPU, and a fabricated
 ImageNet-style folder (the full-mode code path is tested on it, never mocked)."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,8 @@ import torch
 import torchvision
 from PIL import Image
 from torch import nn
+
+os.environ.pop("FCPTS_HOME", None)  # the tests expect a checkout's own folders (fcpts.paths), whatever the shell set
 
 CLASSES = ("n01440764", "n01443537", "n01484850")
 

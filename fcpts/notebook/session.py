@@ -23,6 +23,7 @@ from ..models import resolve_dense_model
 SHARED_PARAMETERS = ("mode", "data_root", "target", "seed")  # every notebook's parameters cell starts with these
 REFERENCE_DIR = "data"  # the committed result files
 PARAMS_DIR = REPO_ROOT / "params"
+NOT_MODES = ("jupyterlab", "paper")  # params/ files that are not notebook modes: JupyterLab's settings, fcpts reproduce's grid
 CONFIG_PARAMETERS = ("dataset", "data_root", "model", "weights", "image_size", "calib_size", "steps", "batch_size",
                      "target", "seed", "progress")  # the settings of a mode that `make_config` takes
 
@@ -55,8 +56,8 @@ def mode_settings(mode: str) -> dict[str, Any]:
     """The settings of a notebook mode: ``params/<mode>.yaml`` (``extends: <other mode>`` takes that file's
     settings first)."""
     path = PARAMS_DIR / f"{mode}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in PARAMS_DIR.glob("*.yaml") if p.stem != "jupyterlab"))
+    if not path.exists() or mode in NOT_MODES:
+        known = ", ".join(sorted(p.stem for p in PARAMS_DIR.glob("*.yaml") if p.stem not in NOT_MODES))
         raise ValueError(f"unknown mode {mode!r}: there is no params/{mode}.yaml; choose one of {known}")
     values = yaml.safe_load(path.read_text()) or {}
     base = values.pop("extends", None)
