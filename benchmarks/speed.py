@@ -8,6 +8,13 @@ variants interleaved (a, b, c, a, b, c, ...), so that load from other processes 
   *same* masks (weights hold zeros, gradients masked; no thresholds, bridge or L_c), the same masks applied by
   ``torch.nn.utils.prune`` (a forward pre-hook, like a parametrization), a dense KD step and a dense
   cross-entropy training step; the FCPTS variants ``gradient=ste`` and ``bridge=kde`` too;
+* **before_after** (issue #24): the FCPTS step as the loop ran it before (each layer's slope from a full
+  ``torch.histc`` histogram whose range is read back with ``.item()``, and the history read one ``.item()`` at a
+  time; ``PreviousFcptsStep``, reimplemented here) against the step now (two bins counted directly, the slopes
+  batched over the layers, one read of the history) and masked KD, interleaved; both steps' bridge + objective
+  share, whether they train identically, and the new histogram rule's largest deviation from the histc one;
+* **layout**: the FCPTS and masked-KD steps with the model in channels_last memory format against the default
+  (``fcpts.sparsify`` uses channels_last on CUDA only);
 * **components**: teacher forward, student forward+backward with/without the threshold parametrization, the
   bridge and objective (``global_sparsity()`` + ``controllable_loss`` + their backward), the optimiser step;
   the bridge's share of a step;
@@ -19,7 +26,10 @@ variants interleaved (a, b, c, a, b, c, ...), so that load from other processes 
 * **cross-check**: the per-step cost of the real ``fcpts.sparsify`` loop, from two runs of different lengths.
 
     python -m benchmarks.speed                       # writes benchmarks/results/speed.json
-    python -m benchmarks.speed --parts bridge        # one part only (steps components masks bridge cache crosscheck)
+    python -m benchmarks.speed --parts bridge        # one part only (steps before_after layout components masks
+                                                     #   bridge cache crosscheck)
+
+Besides the JSON, ``speed.md`` (next to it) gets a short table of the parts in the file.
 
 The end-to-end ``fcpts demo`` time is measured by ``benchmarks/demo_time.py`` (run it on a quiet machine).
 """
@@ -28,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -40,13 +51,15 @@ from torch.nn.utils import prune as torch_prune
 
 from benchmarks._common import RESULTS, dense_resnet50, envelope, median_times, set_threads, write_json
 from fcpts import Bridge, Config, ThresholdSparsifier, controllable_loss, kd_loss
-from fcpts.bridge import exact_sparsity
+from fcpts.bridge import exact_sparsity, histc_lower_edges, histogram_density, histogram_density_histc
 from fcpts.calibration import CalibrationStream
+from fcpts.files import write_atomic
 from fcpts.learner import threshold_groups
 from fcpts.sparsify import TeacherCache, build_optimizer, sparsify, start_allocation
 
 OUT = RESULTS / "speed.json"
-PARTS = ("steps", "components", "masks", "bridge", "cache", "crosscheck")
+PARTS = ("steps", "before_after", "layout", "components", "masks", "bridge", "cache", "crosscheck")
+MODEL_PARTS = {"steps", "before_after", "layout", "components", "cache", "crosscheck"}  # need the ResNet-50
 BRIDGE_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
 SAMPLED_HISTOGRAM = 65_536  # Config.histogram_max_samples of the kit's faster histogram variant
 
@@ -55,7 +68,8 @@ SAMPLED_HISTOGRAM = 65_536  # Config.histogram_max_samples of the kit's faster h
 # the step variants (each mirrors one iteration of fcpts.sparsify's loop, or its plain counterpart)
 # --------------------------------------------------------------------------------------------------------
 class FcptsStep:
-    """One FCPTS iteration exactly as ``fcpts.sparsify`` runs it (teacher, student, L_rec + λ L_c, SGD)."""
+    """One FCPTS iteration exactly as ``fcpts.sparsify`` runs it on a CPU (teacher, student, L_rec + λ L_c, the
+    history read back in one go and checked before the backward pass, SGD)."""
 
     def __init__(self, model: nn.Module, teacher: nn.Module, x: torch.Tensor, config: Config, target: float):
         self.teacher, self.x, self.config, self.target = teacher, x, config, target
@@ -79,17 +93,26 @@ class FcptsStep:
         student_logits = self.student(self.x)
         loss_rec = kd_loss(student_logits, teacher_logits, config.temperature)
         tic = time.perf_counter()  # the bridge + L_c as the real loop runs them (the mask counts are fresh)
-        sparsity = self.sparsifier.global_sparsity()
+        sparsity = self.global_sparsity()
         loss_c = controllable_loss(sparsity, self.target, config.objective)
         self.bridge_seconds.append(time.perf_counter() - tic)
         loss = loss_rec + config.lam * loss_c
-        if not torch.isfinite(loss):
-            raise FloatingPointError("non-finite loss in the speed benchmark")
+        row = self.read_back(sparsity, loss_rec, loss_c, loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.history.append(dict(sparsity=sparsity.item(), loss_rec=loss_rec.item(), loss_c=loss_c.item(),
-                                 loss=loss.item()))
+        self.history.append(row)
+
+    def global_sparsity(self) -> torch.Tensor:
+        return self.sparsifier.global_sparsity()
+
+    def read_back(self, sparsity, loss_rec, loss_c, loss) -> dict:
+        """The history row, as ``fcpts.sparsify`` reads it on a CPU: one transfer, then the finiteness check."""
+        values = torch.stack([v.detach().double() for v in (sparsity, loss_rec, loss_c, loss)]).tolist()
+        row = dict(zip(("sparsity", "loss_rec", "loss_c", "loss"), values))
+        if not math.isfinite(row["loss"]):
+            raise FloatingPointError("non-finite loss in the speed benchmark")
+        return row
 
     # --- components ---
     def forward_backward(self, teacher_logits: torch.Tensor) -> None:
@@ -107,6 +130,34 @@ class FcptsStep:
         with torch.no_grad():
             return {n: m.mask(self.sparsifier.layers[n].parametrizations.weight.original).detach().clone()
                     for n, m in self.sparsifier.masks().items()}
+
+
+def previous_global_sparsity(sparsifier: ThresholdSparsifier) -> torch.Tensor:
+    """``ThresholdSparsifier.global_sparsity`` as the kit computed it before issue #24: layer by layer, each slope
+    from a full ``torch.histc`` histogram of the layer (``histogram_density_histc``: two passes, and its range read
+    back with ``.item()``, which on a GPU waits for the device twice per layer). Benchmark-local, for the
+    before/after comparison only."""
+    total = 0.0
+    for name, mask in sparsifier.masks().items():
+        weight = sparsifier.layers[name].parametrizations.weight.original
+        t = mask.threshold()
+        points = torch.stack([t.detach(), -t.detach()]).float()
+        slope = histogram_density_histc(mask.bridge.sample(weight), points, mask.bridge.bins).sum()
+        total = total + mask.sparsity(weight, t, slope) * sparsifier.info[name].numel
+    return total / sparsifier.n_total
+
+
+class PreviousFcptsStep(FcptsStep):
+    """The FCPTS step before issue #24: ``previous_global_sparsity`` and the history read one ``.item()`` at a
+    time (the finiteness check a ``bool`` of a tensor), as ``fcpts.sparsify`` did at every step."""
+
+    def global_sparsity(self) -> torch.Tensor:
+        return previous_global_sparsity(self.sparsifier)
+
+    def read_back(self, sparsity, loss_rec, loss_c, loss) -> dict:
+        if not torch.isfinite(loss):
+            raise FloatingPointError("non-finite loss in the speed benchmark")
+        return dict(sparsity=sparsity.item(), loss_rec=loss_rec.item(), loss_c=loss_c.item(), loss=loss.item())
 
 
 class MaskedKDStep:
@@ -255,6 +306,83 @@ def component_times(model: nn.Module, x: torch.Tensor, config: Config | None = N
                 parametrization_overhead_s=times["student_fwd_bwd_thresholds"]["median"]
                 - times["student_fwd_bwd_plain"]["median"],
                 fcpts_minus_masked_kd_s=extra, repeats=repeats)
+
+
+def histogram_rule_deviation(model: nn.Module, config: Config | None = None, target: float = 0.8,
+                             points_per_layer: int = 16) -> dict:
+    """Largest |histogram_density - histogram_density_histc| over every prunable layer of ``model``, at the
+    layer's start threshold (±t), at random bin edges (exact and nominal) and at random points in and beyond the
+    weights' range: the new rule against the released one. The requirement is 1e-7; 0.0 means bit-identical."""
+    from fcpts.masking import prunable_layers
+
+    config = config or Config.quick_cpu(progress=False)
+    start = start_allocation(model, target, config)
+    sparsifier = ThresholdSparsifier.from_config(copy.deepcopy(model), start, config, rounding=config.init_rounding)
+    thresholds = sparsifier.thresholds()
+    g = torch.Generator().manual_seed(0)
+    worst = worst_relative = 0.0
+    count = 0
+    for name, module in prunable_layers(model).items():
+        w = module.weight.detach().float()
+        lo, hi = torch.aminmax(w)
+        k = torch.randint(0, config.histogram_bins + 1, (points_per_layer // 4,), generator=g)
+        t = torch.tensor(thresholds[name])
+        points = torch.cat([torch.stack([t, -t]),
+                            histc_lower_edges(lo, hi, k, config.histogram_bins).nan_to_num(0.0, 0.0, 0.0),
+                            lo + k * ((hi - lo) / config.histogram_bins),
+                            lo + (torch.rand(points_per_layer // 2, generator=g) * 1.4 - 0.2) * (hi - lo)])
+        new = histogram_density(w, points, config.histogram_bins)
+        released = histogram_density_histc(w, points, config.histogram_bins)
+        gap = (new - released).abs()
+        worst = max(worst, gap.max().item())
+        worst_relative = max(worst_relative, (gap / released.abs().clamp_min(1e-30)).max().item())
+        count += points.numel()
+    return dict(max_abs_deviation=worst, max_relative_deviation=worst_relative, points=count,
+                layers=len(thresholds))
+
+
+def before_after_times(model: nn.Module, x: torch.Tensor, config: Config | None = None, target: float = 0.8,
+                       repeats: int = 10, warmup: int = 2) -> dict:
+    """The FCPTS step before issue #24 (``PreviousFcptsStep``) and now (``FcptsStep``), with masked KD, interleaved
+    in one process: each one's ratio to masked KD, their bridge + objective shares, whether they train identically
+    (the same history and thresholds after every timed step), and ``histogram_rule_deviation``."""
+    config = config or Config.quick_cpu(progress=False)
+    teacher = _teacher(model, config)
+    now = FcptsStep(model, teacher, x, config, target)
+    before = PreviousFcptsStep(model, teacher, x, config, target)
+    plain = MaskedKDStep(model, teacher, x, now.masks(), config)
+    times = median_times({"fcpts_before": before, "fcpts_now": now, "masked_kd": plain}, repeats=repeats,
+                         warmup=warmup)
+
+    def share(step: FcptsStep, name: str) -> float:
+        return statistics.median(step.bridge_seconds[-repeats:]) / times[name]["median"]
+
+    return dict(seconds=times,
+                ratios={"fcpts_before/masked_kd": _ratio(times["fcpts_before"], times["masked_kd"]),
+                        "fcpts_now/masked_kd": _ratio(times["fcpts_now"], times["masked_kd"]),
+                        "fcpts_now/fcpts_before": _ratio(times["fcpts_now"], times["fcpts_before"])},
+                bridge_objective_share=dict(before=share(before, "fcpts_before"), now=share(now, "fcpts_now")),
+                same_training=now.history == before.history
+                and now.sparsifier.thresholds() == before.sparsifier.thresholds(),
+                histogram_rule=histogram_rule_deviation(model, config, target), repeats=repeats, warmup=warmup)
+
+
+def layout_times(model: nn.Module, x: torch.Tensor, config: Config | None = None, target: float = 0.8,
+                 repeats: int = 10, warmup: int = 2) -> dict:
+    """FCPTS and masked-KD steps with the model (student and teacher) in channels_last memory format against the
+    default contiguous one, interleaved: whether channels_last would pay on this CPU (the loop uses it on CUDA)."""
+    config = config or Config.quick_cpu(progress=False)
+    fns = {}
+    for layout, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        shaped = copy.deepcopy(model).to(memory_format=fmt)
+        teacher = _teacher(shaped, config)
+        fcpts = FcptsStep(shaped, teacher, x, config, target)
+        fns[f"fcpts_{layout}"] = fcpts
+        fns[f"masked_kd_{layout}"] = MaskedKDStep(shaped, teacher, x, fcpts.masks(), config)
+    times = median_times(fns, repeats=repeats, warmup=warmup)
+    return dict(seconds=times, ratios={f"{kind}_channels_last/{kind}_contiguous":
+                                       _ratio(times[f"{kind}_channels_last"], times[f"{kind}_contiguous"])
+                                       for kind in ("fcpts", "masked_kd")}, repeats=repeats, warmup=warmup)
 
 
 def profile_step(model: nn.Module, x: torch.Tensor, config: Config | None = None, target: float = 0.8,
@@ -441,9 +569,9 @@ def run_speed(parts=PARTS, model: nn.Module | None = None, calib=None, image_siz
     """Run the requested parts; merge them into ``out`` (parts not run keep their earlier results)."""
     config = Config.quick_cpu(progress=False, batch_size=batch_size, image_size=image_size, device="cpu")
     source = "given"
-    if model is None and set(parts) & {"steps", "components", "cache", "crosscheck"}:
+    if model is None and set(parts) & MODEL_PARTS:
         model, source = dense_resnet50(model_source)
-    if calib is None and set(parts) & {"steps", "components", "cache", "crosscheck"}:
+    if calib is None and set(parts) & MODEL_PARTS:
         from fcpts.data import load_data
 
         calib = load_data(config).calib
@@ -457,6 +585,14 @@ def run_speed(parts=PARTS, model: nn.Module | None = None, calib=None, image_siz
         say("steps ...", flush=True)
         results["steps"] = step_times(model, x, config, repeats=repeats, warmup=warmup)
         say(json.dumps(results["steps"]["ratios"], indent=1), flush=True)
+    if "before_after" in parts:
+        say("before_after ...", flush=True)
+        results["before_after"] = before_after_times(model, x, config, repeats=repeats, warmup=warmup)
+        say(json.dumps({k: v for k, v in results["before_after"].items() if k != "seconds"}, indent=1), flush=True)
+    if "layout" in parts:
+        say("layout ...", flush=True)
+        results["layout"] = layout_times(model, x, config, repeats=repeats, warmup=warmup)
+        say(json.dumps(results["layout"]["ratios"], indent=1), flush=True)
     if "components" in parts:
         say("components ...", flush=True)
         results["components"] = component_times(model, x, config, repeats=repeats, warmup=warmup)
@@ -479,7 +615,7 @@ def run_speed(parts=PARTS, model: nn.Module | None = None, calib=None, image_siz
         say("crosscheck ...", flush=True)
         results["crosscheck"] = sparsify_per_step(model, calib, config)
         say(json.dumps(results["crosscheck"], indent=1), flush=True)
-    for name in set(parts) & {"steps", "components", "cache", "crosscheck"}:
+    for name in set(parts) & MODEL_PARTS:
         results[name]["model_source"] = source
         results[name]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     settings = dict(image_size=image_size, batch_size=batch_size, repeats=repeats, warmup=warmup,
@@ -487,7 +623,38 @@ def run_speed(parts=PARTS, model: nn.Module | None = None, calib=None, image_siz
     doc = envelope("speed", settings, results)
     if out is not None:
         write_json(doc, out)
+        write_atomic(Path(out).with_suffix(".md"), markdown(doc))
     return doc
+
+
+def markdown(doc: dict) -> str:
+    """A short table of the step parts in ``doc`` (``speed.md``; benchmarks/summarize.py writes the full section)."""
+    r, m = doc["results"], doc["machine"]
+    lines = [f"# benchmarks/speed.py ({doc['created']})", "",
+             f"CPU, {m.get('cpu_count')} cores, torch {m.get('torch')}, {m.get('torch_threads')} thread(s), load "
+             f"average {m.get('loadavg')} when written. Medians of interleaved repeats in one process; compare "
+             "ratios, not seconds across tables. Details in `speed.json`.", ""]
+    if "steps" in r:
+        sec = r["steps"]["seconds"]
+        lines += ["| step | median s | × masked KD |", "|---|---|---|"]
+        lines += [f"| {name} | {v['median']:.3f} | {v['median'] / sec['masked_kd']['median']:.2f} |"
+                  for name, v in sec.items()]
+        lines += [""]
+    if "before_after" in r:
+        ba = r["before_after"]
+        share, rule = ba["bridge_objective_share"], ba["histogram_rule"]
+        lines += ["| FCPTS step (issue #24) | × masked KD | bridge + objective share |", "|---|---|---|",
+                  f"| before: histc per layer, `.item()` reads | {ba['ratios']['fcpts_before/masked_kd']:.2f} | "
+                  f"{share['before']:.1%} |",
+                  f"| now: two bins counted, slopes batched, one read | {ba['ratios']['fcpts_now/masked_kd']:.2f} | "
+                  f"{share['now']:.1%} |", "",
+                  f"Same training before and now: {'yes' if ba['same_training'] else '**no**'}. Histogram rule, "
+                  f"new against torch.histc: max deviation {rule['max_abs_deviation']:.3g} (relative "
+                  f"{rule['max_relative_deviation']:.3g}) over {rule['points']} points in {rule['layers']} layers.", ""]
+    if "layout" in r:
+        lines += ["channels_last on this CPU: " + ", ".join(f"{k} = {v:.2f}" for k, v in r["layout"]["ratios"].items()),
+                  ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

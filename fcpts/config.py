@@ -26,6 +26,7 @@ _CHOICES = {
     "init_rounding": ("released", "exact"),
     "lr_schedule": ("released", "ramp_then_cosine"),
     "bn_mode": ("train", "eval"),
+    "precision": ("fp32", "bf16"),
 }
 
 
@@ -97,7 +98,10 @@ class Config(Options):
     target: float = 0.8  # global sparsity S* over all Conv2d/Linear weights
     seed: int = 0  # one seed: calibration sample, augmentations, KDE subsample, initialisation (ImageNet/CIFAR: also the calib split)
     device: str = "auto"  # "auto": cuda when available, else cpu
-    layer_log_every: int = 50  # record per-layer sparsities every k steps
+    precision: str = "fp32"  # "bf16": the loop's teacher and student forward passes under bfloat16 autocast;
+    #   thresholds, masks, the bridge and both losses stay float32 (fp32: as released)
+    layer_log_every: int = 50  # record per-layer sparsities every k steps; on a GPU the step history is read back
+    #   (and checked for a non-finite loss) then too, not every step
     progress: bool = True  # progress bars
     # --- model and data (the CLI and notebooks) ---
     model: str = "resnet50"  # a torchvision classification model (fcpts.models.build_model)

@@ -86,7 +86,10 @@ class Learner:
         """Called before the step's forward pass (temperature schedules, ...)."""
 
     def penalty(self, step: int, steps: int) -> tuple[torch.Tensor | float, torch.Tensor, dict]:
-        """(extra loss added to L_rec, the global sparsity of this step's masks, values for the history)."""
+        """(extra loss added to L_rec, the global sparsity of this step's masks, values for the history).
+
+        History values may be numbers or 0-d tensors; the loop reads tensors back from the device in batches
+        (``fcpts.sparsify``), so return them as tensors (detached) rather than calling ``.item()`` every step."""
         raise NotImplementedError
 
     def after_backward(self) -> None:
@@ -172,7 +175,7 @@ class FcptsLearner(Learner):
     def penalty(self, step, steps):
         sparsity = self.sparsifier.global_sparsity()
         loss_c = controllable_loss(sparsity, self.config.target, self.config.objective)
-        return self.config.lam * loss_c, sparsity, dict(loss_c=loss_c.item())
+        return self.config.lam * loss_c, sparsity, dict(loss_c=loss_c.detach())  # read back by the loop, in batches
 
     def layer_sparsities(self):
         return self.sparsifier.layer_sparsities()

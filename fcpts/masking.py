@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .bridge import Bridge
+from .bridge import Bridge, bridge_slopes, exact_sparsity
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 _EPS = 1e-6
@@ -129,9 +129,17 @@ class ThresholdMask(nn.Module):
             return cached[1] / weight.numel()
         return None
 
-    def sparsity(self, weight: torch.Tensor) -> torch.Tensor:
-        """Differentiable layer sparsity through the bridge (the exact count reused from this step's forward)."""
-        return self.bridge(weight, self.threshold(), exact=self._cached_sparsity(weight))
+    def sparsity(self, weight: torch.Tensor, t: torch.Tensor | None = None,
+                 slope: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable layer sparsity through the bridge (the exact count reused from this step's forward).
+        ``t``/``slope``: this layer's threshold and bridge slope when the caller computed them for every layer."""
+        return self.bridge(weight, self.threshold() if t is None else t, exact=self._cached_sparsity(weight),
+                           slope=slope)
+
+    def exact_sparsity(self, weight: torch.Tensor) -> torch.Tensor:
+        """The fraction of ``weight`` the mask removes now (no gradient): this step's count if it is still valid."""
+        cached = self._cached_sparsity(weight)
+        return cached if cached is not None else exact_sparsity(weight, self.threshold().detach())
 
 
 @dataclass
@@ -201,16 +209,26 @@ class ThresholdSparsifier:
         return {n: float(m.threshold().detach()) for n, m in self.masks().items()}
 
     def global_sparsity(self) -> torch.Tensor:
-        """S = Σ n_l S_l / N over all Conv2d/Linear weights; excluded layers count as dense. Differentiable."""
+        """S = Σ n_l S_l / N over all Conv2d/Linear weights; excluded layers count as dense. Differentiable.
+
+        The bridges' slopes are estimated for every layer in one batch (``bridge_slopes``); the sum runs layer by
+        layer in model order, so S is the same float as summing each layer's ``sparsity`` in turn."""
+        masks = self.masks()
+        weights = [self.layers[n].parametrizations.weight.original for n in masks]
+        thresholds = [mask.threshold() for mask in masks.values()]
+        slopes = bridge_slopes([mask.bridge for mask in masks.values()], weights, thresholds)
         total = 0.0
-        for name, mask in self.masks().items():
-            module = self.layers[name]
-            total = total + mask.sparsity(module.parametrizations.weight.original) * self.info[name].numel
+        for (name, mask), weight, t, slope in zip(masks.items(), weights, thresholds, slopes):
+            total = total + mask.sparsity(weight, t, slope) * self.info[name].numel
         return total / self.n_total
 
     @torch.no_grad()
     def layer_sparsities(self) -> dict[str, float]:
-        return {n: float(m.sparsity(self.layers[n].parametrizations.weight.original)) for n, m in self.masks().items()}
+        """Each layer's exact sparsity now, read back from the device in one go."""
+        masks = self.masks()
+        values = [m.exact_sparsity(self.layers[n].parametrizations.weight.original).to(m.score.dtype)
+                  for n, m in masks.items()]  # in the threshold's dtype, as the bridge gives it
+        return dict(zip(masks, torch.stack(values).tolist()))
 
     def max_sparsity(self) -> float:
         """The largest global sparsity reachable with the excluded layers left dense."""

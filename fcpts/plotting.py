@@ -497,33 +497,54 @@ def plot_published(published, ours=None, model: str = "ResNet-50", dense_top1: f
     return fig
 
 
+REPRODUCTION_STYLES = {  # (kind of series) -> line style and marker; the colour is the method's
+    "proposed": dict(linestyle="-", marker="o", linewidth=2.2), "kit": dict(linestyle="-.", marker="D", linewidth=2.2),
+    "b": dict(linestyle="--", marker="v", linewidth=1.3), "c": dict(linestyle="-", marker="^", linewidth=1.3),
+    "learner": dict(linestyle=":", marker="s", linewidth=1.6)}
+_SPARE_COLORS = ("#ff7f0e", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939")
+
+
+def _method_colors(methods) -> dict[str, str]:
+    """Each method's own colour, unless another method in the same figure has it already (the learners share
+    colours with the allocations): then a spare one, in order."""
+    colors: dict[str, str] = {}
+    spare = iter(c for c in _SPARE_COLORS)
+    for method in dict.fromkeys(methods):
+        c = color(method)
+        colors[method] = next(spare) if c in colors.values() else c
+    return colors
+
+
 def plot_reproduction(summary, published, published_names: Mapping[str, str] | None = None,
                       title: str = "Top-1 lost to pruning on ImageNet: this kit's runs beside the published numbers"):
-    """One panel per model: the kit's runs (``summary`` of ``fcpts.reproduce``: model, label, method, tier, target,
-    top1, low, high, dense_top1; solid, with 95 % intervals) and the published numbers for the same architecture
-    (``published_curves``; faint, each from its own dense model), as points lost against sparsity. A claim that is
-    not a point, such as FCPTS's "over 30 points" at 80 %, is printed under the panel."""
+    """One panel per model: the kit's runs (``summary`` of ``fcpts.reproduce``: model, recipe, label, method, tier,
+    target, top1, low, high, dense_top1; with 95 % intervals) and the published numbers for the same architecture
+    (``published_curves``; faint, each from its own dense model), as points lost against sparsity. Claims that are
+    not points, such as FCPTS's "over 30 points" at 80 %, are printed under the figure."""
     use_style()
     models = list(dict.fromkeys(summary["model"]))
     cols = min(len(models), 2)
     rows = -(-len(models) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(7.2 * cols, 5.4 * rows), squeeze=False)
+    colors = _method_colors(summary.loc[summary["label"] != "dense", "method"])
+    notes = []
     for ax, model in zip(axes.flat, models):
         part = summary[(summary["model"] == model) & (summary["label"] != "dense")]
         dense = float(summary.loc[summary["model"] == model, "dense_top1"].iloc[0])
         for text, series in part.groupby("label", sort=False):
             series = series.sort_values("target")
-            drop = 100 * (dense - series["top1"])
+            first = series.iloc[0]
+            family = registry.get_method(first["method"]).family
+            kind = (("proposed" if first["recipe"] == "released" else "kit")
+                    if registry.is_role(first["method"], "proposed") else first["tier"] if family == "allocation"
+                    else "learner")
             yerr = [100 * (series["high"] - series["top1"]).fillna(0), 100 * (series["top1"] - series["low"]).fillna(0)]
-            method = series["method"].iloc[0]
-            proposed = registry.is_role(method, "proposed")
-            ax.errorbar(series["target"] * 100, drop, yerr=yerr, color=color(method), capsize=2, markersize=5,
-                        linewidth=2.2 if proposed else 1.3, marker="o" if proposed else "s",
-                        linestyle="--" if series["tier"].iloc[0] == "b" else "-", label=text)
+            ax.errorbar(series["target"] * 100, 100 * (dense - series["top1"]), yerr=yerr, color=colors[first["method"]],
+                        capsize=2, markersize=5, label=text, **REPRODUCTION_STYLES[kind])
         name = (published_names or {}).get(model, model)
-        curves, notes = published_curves(published, name)
+        curves, model_notes = published_curves(published, name)
         _draw_published(ax, curves, faint=True)
-        _notes_under(ax, notes, y=-0.16)
+        notes += [f"{name}: {note}" for note in model_notes]
         ax.set_title(f"{model} (this kit's dense model: {100 * dense:.2f} %)", fontsize=11)
         ax.set_xlabel("global sparsity (%)")
         ax.set_ylabel("top-1 lost from the dense model (points)")
@@ -535,6 +556,8 @@ def plot_reproduction(summary, published, published_names: Mapping[str, str] | N
         ax.set_visible(False)
     fig.suptitle(title, fontweight="bold", y=1.0)
     fig.tight_layout()
+    if notes:
+        fig.text(0.01, 0.0, "\n".join(notes), fontsize=8, va="top", ha="left", color="#333333")
     return fig
 
 

@@ -95,7 +95,6 @@ class Grid:
 
     def check(self) -> None:
         """Every name and number is valid before anything runs (a typo fails here, not hours later)."""
-        from .models import build_model  # noqa: F401  (the model list is torchvision's)
         from .models import classification_models
 
         known = classification_models()
@@ -115,10 +114,16 @@ class Grid:
         for recipe in self.recipes:
             if recipe not in RECIPES:
                 raise ValueError(f"unknown recipe {recipe!r}; use {' and/or '.join(RECIPES)}")
-        Config(**self.config)  # unknown or invalid Config fields fail with Config's own message
+        for recipe in self.recipes:  # unknown or invalid Config fields fail with Config's own message
+            config = self.run_config(self.models[0], recipe)
+            if config.select_holdout and not config.select_holdout <= config.calib_size // 2:
+                raise ValueError(f"the {recipe} recipe holds out {config.select_holdout} of {config.calib_size} "
+                                 f"calibration images; use at most half (--set select_holdout=...) or drop it "
+                                 "from --recipes")
 
     def run_config(self, model: str, recipe: str) -> Config:
-        return Config(**self.config).replace(model=model, weights=self.weights).with_recipe(recipe)
+        """The recipe's options first, then the grid's own fields (so a --set reaches every run, recipe or not)."""
+        return Config().with_recipe(recipe).replace(**self.config, model=model, weights=self.weights)
 
     def groups(self) -> list[Group]:
         """One table per model and recipe; the first recipe's also runs the dense model and the other methods."""
@@ -192,7 +197,7 @@ def probe(grid: Grid, device: torch.device, steps: int = 3, progress: bool = Tru
         timings[model_name] = dict(step_s=step, eval_image_s=per_image)
         if progress:
             print(f"[reproduce] probe {model_name}: {1000 * step:.0f} ms per FCPTS step (batch {batch}, {size} px), "
-                  f"{len(images) / (per_image * len(images)):.0f} images/s evaluated", file=sys.stderr)
+                  f"{1 / per_image:.0f} images/s evaluated", file=sys.stderr)
     return timings
 
 
@@ -356,8 +361,6 @@ def summarize(grid: Grid, out: Path) -> pd.DataFrame:
             continue
         for (method, tier, target), part in table.groupby(["method", "tier", "target"], sort=False):
             reference = get_method(method).role == "reference"
-            if group.dense is False and reference:
-                continue
             try:
                 interval = bootstrap_interval(outcome_matrix(path, part))
                 top1, low, high = interval.estimate, interval.low, interval.high

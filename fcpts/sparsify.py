@@ -3,13 +3,19 @@
     result = fcpts.sparsify(model, calibration_images, target=0.8, config=fcpts.Config.quick_cpu())
 
 The input model is never modified: the student and the frozen teacher are copies.
+
+A step never waits for the device: the history's values stay on it and are read back in one transfer every
+``Config.layer_log_every`` steps and at the end (every step on a CPU, where there is nothing to wait for), and the
+non-finite-loss check runs on them then, naming the first bad step. On CUDA the student and teacher run in
+channels_last memory format with cuDNN autotuning (``channels_last_on``, ``cudnn_autotune``); ``Config.precision``
+= "bf16" runs their forward passes under bfloat16 autocast (``forward_precision``).
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -165,6 +171,43 @@ class _Run:
     blocks: list[str] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     layer_history: list[dict] = field(default_factory=list)
+    pending: list[dict] = field(default_factory=list)  # history rows whose values are still on the device
+    progress: object = None  # the progress bar, updated when the history is read back
+
+
+def channels_last_on(device: torch.device) -> bool:
+    """Whether the loop keeps the student and teacher in channels_last memory format: on CUDA, where convolutions
+    run much faster in it (benchmarks/results/gpu_h200_log.md). Not on a CPU: there it changes the convolution
+    kernels, hence the last bits of every number a CPU run gives (the committed results were computed contiguous),
+    for a few percent at most (benchmarks/speed.py, part ``layout``). Not under torch.distributed either: the kit's
+    collectives expect contiguous tensors."""
+    return device.type == "cuda" and not (torch.distributed.is_available() and torch.distributed.is_initialized())
+
+
+@contextmanager
+def cudnn_autotune(device: torch.device):
+    """cuDNN autotuning (``torch.backends.cudnn.benchmark``) for the loop's fixed shapes on CUDA, unless
+    deterministic algorithms were asked for; the global flag is restored afterwards."""
+    if (device.type != "cuda" or torch.backends.cudnn.deterministic
+            or torch.are_deterministic_algorithms_enabled()):
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+_AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def forward_precision(config: Config, device: torch.device):
+    """The context the loop's teacher and student forward passes run in: bfloat16 autocast under
+    ``precision="bf16"``, nothing under "fp32". Thresholds, masks, the bridge and both losses stay float32."""
+    dtype = _AUTOCAST[config.precision]
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def _set_up(model: nn.Module, calibration_data, config: Config, learner: Learner,
@@ -180,6 +223,8 @@ def _set_up(model: nn.Module, calibration_data, config: Config, learner: Learner
     student = copy.deepcopy(model).to(device)
     if world_size > 1:  # one model on every rank: rank 0's (a model built with random weights differs per rank)
         distributed.broadcast_(list(teacher.state_dict().values()) + list(student.state_dict().values()))
+    if channels_last_on(device):  # the squashed student goes back to the contiguous format in _finish
+        teacher, student = (m.to(memory_format=torch.channels_last) for m in (teacher, student))
     # the held-out selection judges by, and falls back to, the dense model as it is now (the teacher's BN
     # statistics move while it runs in train mode)
     dense = copy.deepcopy(teacher) if config.select_holdout > 0 else None
@@ -229,7 +274,9 @@ def _set_up_training(run: _Run) -> None:
     run.warmup = run.stream.batches_per_pass if config.warmup_steps < 0 else config.warmup_steps
     student.train(config.bn_mode == "train")
     run.teacher.train(config.bn_mode == "train")
-    run.teacher_cache = TeacherCache(run.teacher, run.stream, run.device) if config.cache_teacher else None
+    if config.cache_teacher:
+        with forward_precision(config, run.device):
+            run.teacher_cache = TeacherCache(run.teacher, run.stream, run.device)
     run.blocks = block_names(student, config.block_patterns) if config.block_mse_weight > 0 else []
 
 
@@ -240,17 +287,24 @@ def _train(run: _Run) -> None:
     label = "FCPTS" if isinstance(run.learner, FcptsLearner) else run.learner.name
     bar = tqdm(range(config.steps), desc=f"{label} {config.target:.0%}", disable=not config.progress or run.rank > 0,
                leave=False)
+    run.progress = bar
     with ExitStack() as hooks:
+        hooks.enter_context(cudnn_autotune(run.device))
         recorders = None
         if run.blocks:
             recorders = (hooks.enter_context(OutputRecorder(run.student, run.blocks)),
                          hooks.enter_context(OutputRecorder(run.teacher, run.blocks)))
         for step in bar:
-            row = _step(run, step, next(batches), recorders)
-            run.history.append(row)
+            try:
+                _step(run, step, next(batches), recorders)
+            except Exception as error:  # a later step can fail on what an unchecked non-finite loss left behind
+                diverged = _read_back(run)
+                if diverged is not None:
+                    raise diverged from error
+                raise
             if step % config.layer_log_every == 0 or step == config.steps - 1:
+                _check_history(run)
                 run.layer_history.append(dict(step=step, **run.learner.layer_sparsities()))
-            bar.set_postfix(S=f"{row['sparsity']:.4f}", L_rec=f"{row['loss_rec']:.4f}")
             if run.world_size > 1 and (step % distributed.CHECK_EVERY == 0 or step == config.steps - 1):
                 distributed.check_agreement(list(run.student.parameters()), step)
 
@@ -265,28 +319,61 @@ def _set_lr(run: _Run, step: int) -> float:
     return lr
 
 
-def _step(run: _Run, step: int, batch, recorders) -> dict:
-    """One optimiser step; returns its history row (step, sparsity, loss_rec, the learner's values, loss, lr)."""
+def _read_back(run: _Run) -> FloatingPointError | None:
+    """Move the pending history rows to ``run.history`` as plain floats, one transfer per device. Returns the
+    error to raise for the first row with a non-finite loss (it and the rows after it are dropped), else None."""
+    rows, run.pending = run.pending, []
+    slots = [(row, key) for row in rows for key, value in row.items() if isinstance(value, torch.Tensor)]
+    for device in {row[key].device for row, key in slots}:
+        here = [(row, key) for row, key in slots if row[key].device == device]
+        numbers = torch.stack([row[key].detach().reshape(()).double() for row, key in here]).tolist()
+        for (row, key), number in zip(here, numbers):
+            row[key] = number
+    config = run.config
+    for row in rows:
+        if not math.isfinite(row["loss"]):
+            return FloatingPointError(
+                f"{run.learner.name} at {config.target:.0%}: non-finite loss at step {row['step']} "
+                f"(L_rec={row['loss_rec']:.4g}, S={row['sparsity']:.4f}); lower Config.base_lr, set Config.grad_clip "
+                "(e.g. 5.0), or check the calibration inputs")
+        run.history.append(row)
+    if rows and run.progress is not None:
+        run.progress.set_postfix(S=f"{rows[-1]['sparsity']:.4f}", L_rec=f"{rows[-1]['loss_rec']:.4f}")
+    return None
+
+
+def _check_history(run: _Run) -> None:
+    """``_read_back``, raising its error."""
+    diverged = _read_back(run)
+    if diverged is not None:
+        raise diverged
+
+
+def _step(run: _Run, step: int, batch, recorders) -> None:
+    """One optimiser step. Its history row (step, sparsity, loss_rec, the learner's values, loss, lr) joins
+    ``run.pending``; on a CPU it is read back, and a non-finite loss raised, before the backward pass."""
     config, learner = run.config, run.learner
     lr = _set_lr(run, step)
     learner.before_step(step, config.steps)
     x, idx = batch
     x = x.to(run.device, non_blocking=True)
-    if run.teacher_cache is not None:
-        teacher_logits = run.teacher_cache(idx).to(run.device)
-    else:
-        with torch.no_grad():
-            teacher_logits = run.teacher(x)
-    loss_rec = kd_loss(run.net(x), teacher_logits, config.temperature)
+    with forward_precision(config, run.device):
+        if run.teacher_cache is not None:
+            teacher_logits = run.teacher_cache(idx).to(run.device)
+        else:
+            with torch.no_grad():
+                teacher_logits = run.teacher(x)
+        student_logits = run.net(x)
+    loss_rec = kd_loss(student_logits.float(), teacher_logits.float(), config.temperature)  # float32 under bf16 too
     if recorders is not None:
-        loss_rec = loss_rec + config.block_mse_weight * block_mse(recorders[0].outputs, recorders[1].outputs)
+        student_blocks, teacher_blocks = ({k: v.float() for k, v in r.outputs.items()} for r in recorders)
+        loss_rec = loss_rec + config.block_mse_weight * block_mse(student_blocks, teacher_blocks)
     extra, sparsity, logs = learner.penalty(step, config.steps)
-    sparsity = sparsity.item()
     loss = loss_rec + extra
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"{learner.name} at {config.target:.0%}: non-finite loss at step {step} (L_rec={loss_rec.item():.4g}, "
-            f"S={sparsity:.4f}); lower Config.base_lr, set Config.grad_clip (e.g. 5.0), or check the calibration inputs")
+    run.pending.append(dict(step=step, sparsity=_detached(sparsity), loss_rec=loss_rec.detach(),
+                            **{k: _detached(v) for k, v in logs.items()}, loss=loss.detach(), lr=lr))
+    if _reads_back_every_step(run.device):  # check now, before the backward, as the loop always has
+        _check_history(run)
     optimizers = [run.optimizer] + ([run.extra_optimizer] if run.extra_optimizer is not None else [])
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
@@ -299,7 +386,16 @@ def _step(run: _Run, step: int, batch, recorders) -> dict:
     for optimizer in optimizers:
         optimizer.step()
     learner.after_step(step, config.steps)
-    return dict(step=step, sparsity=sparsity, loss_rec=loss_rec.item(), **logs, loss=loss.item(), lr=lr)
+
+
+def _reads_back_every_step(device: torch.device) -> bool:
+    """A CPU has nothing to wait for: read every step's values back (and check them) at once. Elsewhere a read
+    waits for the device, so the loop does it every ``Config.layer_log_every`` steps and at the end."""
+    return device.type == "cpu"
+
+
+def _detached(value):
+    return value.detach() if isinstance(value, torch.Tensor) else value
 
 
 def _finish(run: _Run) -> SparsifyResult:
@@ -325,6 +421,8 @@ def _finish(run: _Run) -> SparsifyResult:
     if run.holdout is not None:
         student, selection = select_candidate(student, run.dense, run.fallback, run.zeros_target, run.stream,
                                               run.holdout, config, run.device)
+    if channels_last_on(run.device):  # the caller gets the usual layout back
+        student = student.to(memory_format=torch.contiguous_format)
     check_final_outputs(student, run.calibration_data, "FCPTS" if isinstance(learner, FcptsLearner) else learner.name,
                         config.target, config.steps, run.device, batch_size=config.batch_size,
                         hint="lower Config.base_lr or set Config.grad_clip (e.g. 5.0), or check the calibration inputs")

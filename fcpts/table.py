@@ -35,7 +35,7 @@ _NOT_HASHED = ("target", "seed", "progress", "device", "num_workers", "out_dir",
 # Config fields added after rows were first committed, with the value every older row was computed with: hashed
 # only when they differ from it, so every older row keeps its key (and is not recomputed) while a row computed
 # any other way gets a new one.
-_LEGACY_VALUES = {"bn_recalibrate": False, "select_holdout": 0}
+_LEGACY_VALUES = {"bn_recalibrate": False, "select_holdout": 0, "precision": "fp32"}
 # Fields of the reconstruction loop only, added when the released lr schedule and start became the default:
 # always hashed for the rows that run the loop (learners, tier c), never for the others, so a tier a/b or
 # training row keeps its key whatever the loop does, and no loop row computed since can take the key of one

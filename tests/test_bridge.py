@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from fcpts.bridge import Bridge, exact_sparsity, histogram_density, kde_density
+from fcpts.bridge import (Bridge, bridge_slopes, count_at_least, exact_sparsity, histc_lower_edges, histogram_densities,
+                          histogram_density, histogram_density_histc, histogram_slopes, kde_density)
 
 N = 200_000
 
@@ -133,3 +134,119 @@ def test_a_given_exact_count_is_used_as_the_value():
     assert value.item() == pytest.approx(0.123)
     (grad,) = torch.autograd.grad(value, t)
     assert grad.item() == pytest.approx(bridge.density_at(w, t).item())
+
+
+# ----- the released histogram rule without torch.histc: the same numbers -------------------------------------
+def random_layers(count, seed=0):
+    """Layers of many shapes and scales: Gaussian at scales 1e-6..1, offset, uniform, a few discrete values (many
+    weights on one value), tiny (denormal-range) values, one weight, constant layers."""
+    g = torch.Generator().manual_seed(seed)
+    for i in range(count):
+        n = int(torch.randint(1, 3000, (1,), generator=g))
+        kind = i % 7
+        if kind == 0:
+            w = torch.randn(n, generator=g) * 10 ** float(torch.empty(1).uniform_(-6, 0, generator=g))
+        elif kind == 1:
+            w = torch.rand(n, generator=g) * 0.3 - 0.05
+        elif kind == 2:
+            w = torch.randint(-50, 50, (n,), generator=g).float() * 0.01
+        elif kind == 3:
+            w = torch.randn(n, generator=g).abs() * 1e-3 + 1.0
+        elif kind == 4:
+            w = torch.randn(n, generator=g) * 1e-30
+        elif kind == 5:
+            w = torch.full((n,), float(torch.randn(1, generator=g)))  # constant: no width, density 0
+        else:
+            w = torch.randn(n, generator=g) * 0.05 + 0.01
+        yield w
+
+
+def with_weights_on_the_edges(w, bins=100):
+    """``w`` plus weights exactly on torch.histc's bin edges, one float either side, and on lo + k (hi - lo) / bins."""
+    lo, hi = torch.aminmax(w)
+    edges = histc_lower_edges(lo, hi, torch.arange(bins + 1), bins)
+    edges = edges[torch.isfinite(edges)]
+    below, above = torch.nextafter(edges, torch.tensor(-math.inf)), torch.nextafter(edges, torch.tensor(math.inf))
+    nominal = (lo.double() + torch.arange(bins + 1).double() * (hi.double() - lo.double()) / bins).float()
+    extra = torch.cat([edges, below, above, nominal])
+    return torch.cat([w, extra[(extra >= lo) & (extra <= hi)]])
+
+
+def test_exact_edges_reproduce_every_histc_bin_count():
+    # every bin of torch.histc, counted as #(w >= edge k) - #(w >= edge k+1), including weights on the edges
+    for w in random_layers(210):
+        w = with_weights_on_the_edges(w)
+        lo, hi = torch.aminmax(w)
+        if hi <= lo:
+            continue
+        for bins in (100, 7):  # 101 edges: one sort; 8 edges: one comparison pass each
+            edges = histc_lower_edges(lo, hi, torch.arange(bins + 1), bins)
+            at_least = count_at_least(w, edges)
+            assert torch.equal((at_least[:-1] - at_least[1:]).float(), torch.histc(w, bins, lo.item(), hi.item()))
+
+
+def test_histogram_density_equals_the_histc_rule():
+    # thresholds anywhere: on the bin edges (exact and nominal), inside, outside [lo, hi], at lo and hi, ±t
+    g = torch.Generator().manual_seed(5)
+    worst = 0.0
+    for w in random_layers(280, seed=1):
+        w = with_weights_on_the_edges(w)
+        lo, hi = torch.aminmax(w)
+        span = hi - lo
+        k = torch.randint(0, 101, (6,), generator=g)
+        points = torch.cat([
+            histc_lower_edges(lo, hi, k, 100).nan_to_num(0.0, posinf=0.0, neginf=0.0),
+            lo + k * (span / 100), (lo.double() + k.double() * span.double() / 100).float(),
+            lo + (torch.rand(6, generator=g) * 1.6 - 0.3) * span, torch.stack([lo, hi, -lo, -hi]),
+            torch.tensor([0.0, 1e-8, 10.0, -10.0])])
+        released = histogram_density_histc(w, points)
+        many = histogram_density(w, points)  # 56 edges: counted on a sorted copy
+        pairs = histogram_densities([w] * (points.numel() // 2), points.reshape(-1, 2)).reshape(-1)  # 4 passes each
+        for new in (many, pairs):
+            worst = max(worst, (new - released).abs().max().item())
+            assert torch.equal(new, released), (w.numel(), lo.item(), hi.item())
+    assert worst == 0.0  # the max deviation from the released rule (the requirement is 1e-7)
+
+
+def test_constant_and_single_weight_layers_have_zero_density():
+    for w in (torch.full((50,), 0.3), torch.tensor([0.1]), torch.zeros(10)):
+        points = torch.tensor([0.3, -0.3, 0.1, 0.0])
+        assert histogram_density(w, points).tolist() == [0.0] * 4 == histogram_density_histc(w, points).tolist()
+
+
+def test_batched_slopes_equal_each_layers_own_bridge():
+    layers = [w for w in random_layers(14, seed=2)] + [torch.randn(4, 3, 3, 3)]  # any shape
+    t = torch.stack([w.abs().flatten().median() for w in layers])
+    batched = histogram_slopes(layers, t)
+    for w, ti, slope in zip(layers, t, batched):
+        points = torch.stack([ti, -ti])
+        assert torch.equal(slope, Bridge(w.numel()).density_at(w, ti))
+        assert torch.equal(slope, histogram_density_histc(w, points).sum())
+    bridges = [Bridge(w.numel(), "histogram", histogram_max_samples=50) for w in layers]  # strided samples too
+    for bridge, w, ti, slope in zip(bridges, layers, t, bridge_slopes(bridges, layers, list(t))):
+        sample = w.flatten()[:: bridge.stride]
+        assert torch.equal(slope, histogram_density_histc(sample, torch.stack([ti, -ti])).sum())
+
+
+def test_the_bridge_reads_nothing_back_from_the_device(monkeypatch):
+    # .item(), bool(), float(), .tolist() on a GPU tensor wait for the device; the histogram bridge uses none
+    def refuse(*args, **kwargs):
+        raise AssertionError("the bridge read a value back to the host")
+
+    w = torch.randn(3000)
+    t = torch.tensor(0.05, requires_grad=True)
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    Bridge(w.numel())(w, t).backward()
+    histogram_slopes([w, w[:100]], torch.stack([t.detach(), t.detach()]))
+    monkeypatch.undo()
+    assert t.grad.item() == pytest.approx(histogram_density_histc(w, torch.tensor([0.05, -0.05])).sum().item())
+
+
+def test_a_large_layer_counted_in_slices_gives_the_histc_slopes():
+    w = with_weights_on_the_edges(torch.randn(300_000, generator=torch.Generator().manual_seed(3)) * 0.05)
+    lo, hi = torch.aminmax(w)
+    on_edges = histc_lower_edges(lo, hi, torch.tensor([50, 55, 61, 99]), 100)
+    t = torch.cat([torch.tensor([0.0, 0.01, 0.03, 0.05, 0.2]), hi.reshape(1), on_edges, -lo.reshape(1)])
+    for ti, slope in zip(t, histogram_slopes([w] * t.numel(), t)):  # > 2**17 weights: counted slice by slice
+        assert torch.equal(slope, histogram_density_histc(w, torch.stack([ti, -ti])).sum())

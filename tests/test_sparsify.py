@@ -1,4 +1,5 @@
 """The FCPTS loop end to end on small real models: exact control, determinism, bad input."""
+import importlib
 
 import pytest
 import torch
@@ -141,3 +142,109 @@ def test_result_does_not_depend_on_earlier_runs_in_the_process():
     sparsify(make_model("cnn"), calib, 0.6, fast().replace(steps=5))  # reads the data more times in between
     again = sparsify(make_model("cnn"), calib, 0.6, fast())
     assert first.history == again.history
+
+
+# ---- the step reads nothing back from the device; the history is read in batches ----
+
+def test_history_values_are_plain_floats(images):
+    result = sparsify(make_model("cnn"), images, 0.5, fast())
+    for row in result.history:
+        assert type(row["step"]) is int
+        assert all(type(row[k]) is float for k in ("sparsity", "loss_rec", "loss_c", "loss", "lr")), row
+    assert all(type(v) is float for row in result.layer_history for k, v in row.items() if k != "step")
+
+
+def deferred(monkeypatch):
+    """Read the history back as on a GPU (every layer_log_every steps and at the end), here on the CPU."""
+    loop = importlib.import_module("fcpts.sparsify")  # the module (the package re-exports the function)
+    monkeypatch.setattr(loop, "_reads_back_every_step", lambda device: False)
+
+
+def test_history_read_back_in_batches_is_the_same(images, monkeypatch):
+    every_step = sparsify(make_model("cnn"), images, 0.5, fast().replace(steps=7, layer_log_every=3))
+    deferred(monkeypatch)
+    batched = sparsify(make_model("cnn"), images, 0.5, fast().replace(steps=7, layer_log_every=3))
+    assert batched.history == every_step.history and [r["step"] for r in batched.history] == list(range(7))
+    assert batched.layer_history == every_step.layer_history
+
+
+def nan_from_step(monkeypatch, first_bad):
+    """KD loss NaN from step ``first_bad`` on (the loop's own kd_loss, wrapped)."""
+    loop = importlib.import_module("fcpts.sparsify")  # the module (the package re-exports the function)
+    calls = []
+    original = loop.kd_loss
+
+    def kd_loss(*args, **kwargs):
+        calls.append(1)
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if len(calls) > first_bad else loss
+    monkeypatch.setattr(loop, "kd_loss", kd_loss)
+
+
+@pytest.mark.parametrize("read_back", ["every step", "in batches"])
+def test_a_non_finite_loss_names_the_first_bad_step(images, monkeypatch, read_back):
+    if read_back == "in batches":
+        deferred(monkeypatch)
+    nan_from_step(monkeypatch, 3)
+    with pytest.raises(FloatingPointError, match=r"fcpts at 50%: non-finite loss at step 3 \(L_rec=nan"):
+        sparsify(make_model("cnn"), images, 0.5, fast().replace(steps=9, layer_log_every=5))
+
+
+def test_an_error_after_an_unread_non_finite_loss_reports_the_loss(images, monkeypatch):
+    from fcpts import FcptsLearner, learn_allocation
+
+    class FailsOnNan(FcptsLearner):  # e.g. a learner whose projection refuses NaN scores
+        def after_step(self, step, steps):
+            if step == 4:
+                raise ValueError("scores hold NaN")
+
+    deferred(monkeypatch)
+    nan_from_step(monkeypatch, 2)
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 2") as failure:
+        learn_allocation(make_model("cnn"), images, 0.5, fast().replace(steps=9, layer_log_every=8), FailsOnNan())
+    assert isinstance(failure.value.__cause__, ValueError)
+
+
+# ---- mixed precision ----
+
+def test_bf16_forward_passes_keep_exact_control(images):
+    model = make_model("cnn")
+    dtypes = set()
+    model.features[0].register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))  # copied along
+    result = sparsify(model, images, 0.7, fast(precision="bf16").replace(steps=4))
+    zeros, total = count_zeros(result.model)
+    assert zeros == round(0.7 * total) == result.zeros
+    assert torch.bfloat16 in dtypes  # the loop's forward passes ran under autocast
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert all(type(r["loss"]) is float and r["loss"] == r["loss"] for r in result.history)
+
+
+@pytest.mark.parametrize("variant", [dict(block_mse_weight=1.0), dict(cache_teacher=True, bn_mode="eval")])
+def test_bf16_with_block_mse_or_a_cached_teacher(variant):
+    result = sparsify(make_model("resnet18"), data_for("resnet18"), 0.6, fast(precision="bf16", **variant))
+    zeros, total = count_zeros(result.model)
+    assert zeros == round(0.6 * total)
+
+
+@pytest.mark.parametrize("bad", ["fp16", "bfloat16", "", None])
+def test_an_unknown_precision_is_refused(bad):
+    with pytest.raises(ValueError, match=r"Config.precision = .*choose one of fp32, bf16"):
+        Config.quick_cpu(precision=bad)
+
+
+def test_precision_at_its_default_keeps_every_older_row_key():
+    from fcpts import table
+
+    model = make_model("cnn")
+    assert "precision" not in table.config_digest(Config.quick_cpu(), model)
+    assert table.config_digest(Config.quick_cpu(precision="bf16"), model)["precision"] == "bf16"
+
+
+def test_cuda_only_layout_and_autotuning_stay_off_on_a_cpu():
+    from fcpts.sparsify import channels_last_on, cudnn_autotune
+
+    cpu = torch.device("cpu")
+    before = torch.backends.cudnn.benchmark
+    with cudnn_autotune(cpu):
+        assert torch.backends.cudnn.benchmark == before
+    assert not channels_last_on(cpu)
