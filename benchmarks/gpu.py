@@ -115,7 +115,7 @@ def plain_loop(kind: str, model, calib, target, config, device, steps: int) -> d
     from fcpts.sparsify import build_optimizer, channels_last_on, forward_precision, lr_at
 
     _reset_peak(device)
-    layout = torch.channels_last if channels_last_on(device) else torch.contiguous_format  # as sparsify
+    layout = torch.channels_last if channels_last_on(device, model) else torch.contiguous_format  # as sparsify
     student = copy.deepcopy(model).to(device).to(memory_format=layout)
     teacher = None
     masked = []

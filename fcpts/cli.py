@@ -55,19 +55,29 @@ def _out_dir(path: str | Path, overwrite: bool) -> Path:
     return out
 
 
+def weights_field(text: str) -> str:
+    """``--weights``: a torchvision weights name, or "none" (any case) for a random init (Config.weights = "")."""
+    return "" if text.strip().lower() == "none" else text
+
+
 def _parse_value(text: str):
     return yaml.safe_load(text)
 
 
-def _apply_sets(config: Config, sets: list[str]) -> Config:
+def parse_sets(sets: list[str] | None) -> dict:
+    """``--set field=value`` items as {field: YAML-parsed value}."""
     overrides = {}
     for item in sets or []:
         if "=" not in item:
             raise SystemExit(f"error: --set expects field=value, got {item!r}")
         key, value = item.split("=", 1)
         overrides[key.strip()] = _parse_value(value)
+    return overrides
+
+
+def _apply_sets(config: Config, sets: list[str]) -> Config:
     try:
-        return config.replace(**overrides)
+        return config.replace(**parse_sets(sets))
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
@@ -293,7 +303,7 @@ def _main(args: argparse.Namespace) -> int:
         from .export import RUN_STATE_DICT, export_run
 
         path = export_run(args.run_dir, args.out, fp16=args.fp16, overwrite=args.overwrite)
-        dense, sparse = (Path(args.run_dir) / RUN_STATE_DICT).stat().st_size, path.stat().st_size
+        dense, sparse = (user_path(args.run_dir) / RUN_STATE_DICT).stat().st_size, path.stat().st_size
         print(f"dense {dense / 1e6:.2f} MB ({RUN_STATE_DICT}) -> sparse {sparse / 1e6:.2f} MB ({path}): "
               f"{sparse / dense:.1%} of the dense file ({dense / sparse:.2f}x smaller)")
         return 0
@@ -315,8 +325,8 @@ def _main(args: argparse.Namespace) -> int:
     config = Config.from_yaml(args.config) if args.config else Config()
     fields = {k: v for k, v in vars(args).items() if k in {f for f in config.to_dict()} and v is not None}
     check_method(args.method, args.tier)  # a wrong method or tier fails here, before any folder is made
-    if isinstance(fields.get("weights"), str) and fields["weights"].lower() == "none":
-        fields["weights"] = ""
+    if "weights" in fields:
+        fields["weights"] = weights_field(fields["weights"])
     if fields.get("data_root"):  # saved in config.yaml as an absolute path, so the run can be redone from anywhere
         fields["data_root"] = str(user_path(fields["data_root"]))
     config = config.replace(**fields, progress=progress)

@@ -135,6 +135,9 @@ class Config(Options):
             raise ValueError("Config.histogram_max_samples must be >= 0 (0: every weight, as the released code)")
         if self.lam < 0 or self.temperature <= 0 or self.base_lr < 0 or self.ste_window <= 0:
             raise ValueError("Config: lam and base_lr must be >= 0, temperature and ste_window > 0")
+        if self.block_mse_weight > 0 and self.cache_teacher:  # the cache keeps logits, not the teacher's blocks
+            raise ValueError("Config.block_mse_weight > 0 needs the teacher's block outputs at every step; "
+                             "set cache_teacher=False")
 
     # ----- presets -----
     @classmethod

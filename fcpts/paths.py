@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 HOME_ENV = "FCPTS_HOME"
+PUBLISHED_NUMBERS = "data/published_numbers.csv"  # in a checkout: numbers printed in cited sources (fcpts.plotting)
 PACKAGE_DIR = Path(__file__).resolve().parent  # the fcpts package folder (a test may point it elsewhere)
 REPO_ROOT = PACKAGE_DIR.parent  # the checkout when run from one; installed: site-packages (prefer checkout())
 

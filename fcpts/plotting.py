@@ -1,7 +1,7 @@
 """The one plotting helper of the kit: one style, figures saved by name (PNG and PDF).
 
 Every figure of the CLI, the notebooks and the benchmarks goes through here, so they look alike and land
-in one place: ``<name>.png`` and ``<name>.pdf`` in ``FIGURES_DIR`` by default (a checkout's figures/; installed:
+in one place: ``<name>.png`` and ``<name>.pdf`` in ``fcpts.paths.figures_dir()`` by default (a checkout's figures/; installed:
 ./figures, ``fcpts.paths.figures_dir()``).
 """
 from __future__ import annotations
@@ -14,10 +14,8 @@ import seaborn as sns
 
 from . import registry
 from .config import at_target, target_key
-from .paths import figures_dir
+from .paths import PUBLISHED_NUMBERS, checkout, figures_dir
 from .schedules import SCHEDULE_LABELS
-
-FIGURES_DIR = figures_dir()
 
 # One colour per method, stable across every figure of the kit.
 # Colours and labels of the series that are not registered methods (methods carry their own: fcpts.registry):
@@ -44,7 +42,7 @@ def color(name: str) -> str:
 def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None,
                 formats: Iterable[str] = ("png", "pdf")) -> list[Path]:
     """Save ``fig`` as ``<folder>/<name>.<fmt>`` for each format; returns the paths."""
-    folder = Path(folder) if folder else FIGURES_DIR
+    folder = Path(folder) if folder else figures_dir()  # read now: an installed kit writes under the current folder
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
@@ -413,6 +411,22 @@ def plot_accuracy_vs_time(table, targets, title: str = "What each kind of method
     return fig
 
 
+PUBLISHED_COLUMNS = ("model", "weights", "method", "reconstruction", "dataset", "sparsity", "metric", "value",
+                     "qualifier", "source")
+
+
+def read_published():
+    """The published numbers of the kit's checkout (``data/published_numbers.csv``); an empty table when the kit is
+    installed without its checkout."""
+    import pandas as pd
+
+    root = checkout()
+    path = root / PUBLISHED_NUMBERS if root else None
+    if path is None or not path.is_file():
+        return pd.DataFrame(columns=list(PUBLISHED_COLUMNS))
+    return pd.read_csv(path, keep_default_na=False)
+
+
 PUBLISHED_STYLES = {"none": dict(linestyle="--", marker="v"), "layer-wise": dict(linestyle="-", marker="^"),
                     "training-aware": dict(linestyle=":", marker="D")}
 
@@ -499,7 +513,8 @@ def plot_published(published, ours=None, model: str = "ResNet-50", dense_top1: f
 
 REPRODUCTION_STYLES = {  # (kind of series) -> line style and marker; the colour is the method's
     "proposed": dict(linestyle="-", marker="o", linewidth=2.2), "kit": dict(linestyle="-.", marker="D", linewidth=2.2),
-    "b": dict(linestyle="--", marker="v", linewidth=1.3), "c": dict(linestyle="-", marker="^", linewidth=1.3),
+    "a": dict(linestyle=":", marker="x", linewidth=1.1), "b": dict(linestyle="--", marker="v", linewidth=1.3),
+    "c": dict(linestyle="-", marker="^", linewidth=1.3),
     "learner": dict(linestyle=":", marker="s", linewidth=1.6)}
 _SPARE_COLORS = ("#ff7f0e", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939")
 

@@ -38,12 +38,12 @@ import pandas as pd
 import torch
 import yaml
 
-from .config import RECIPES, Config, check_target
+from .config import RECIPES, Config, check_target, target_key
 from .paths import checkout, results_dir, user_path
 from .registry import get_method, label, names, variants
+from .runner import parse_shard
 
 PAPER_GRID = "params/paper.yaml"  # in the kit's checkout
-PUBLISHED_NUMBERS = "data/published_numbers.csv"  # in the kit's checkout
 VAL_IMAGES = 50_000  # the ImageNet validation split, when the data folder cannot be counted
 PUBLISHED_MODELS = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "mobilenet_v2": "MobileNetV2",
                     "regnet_x_400mf": "RegNetX-400MF"}  # torchvision name -> the name in data/published_numbers.csv
@@ -114,7 +114,14 @@ class Grid:
         for recipe in self.recipes:
             if recipe not in RECIPES:
                 raise ValueError(f"unknown recipe {recipe!r}; use {' and/or '.join(RECIPES)}")
-        for recipe in self.recipes:  # unknown or invalid Config fields fail with Config's own message
+        named = {"model": "the grid's models (--models)", "weights": "the grid's weights (--weights)"}
+        for key in set(self.config) & set(named):
+            raise ValueError(f"Config.{key} is set per run from {named[key]}, not in config or --set")
+        try:
+            Config(**self.config)
+        except TypeError as exc:  # an unknown field
+            raise ValueError(f"the grid's config: {exc}; the fields are fcpts.Config's (docs/options.md)") from None
+        for recipe in self.recipes:  # invalid values fail with Config's own message
             config = self.run_config(self.models[0], recipe)
             if config.select_holdout and not config.select_holdout <= config.calib_size // 2:
                 raise ValueError(f"the {recipe} recipe holds out {config.select_holdout} of {config.calib_size} "
@@ -270,12 +277,17 @@ def run_part(grid: Grid, out: Path, shard: tuple[int, int] | None, progress: boo
         main = table_path(out, group)
         part = main if shard is None else shard_path(out, group, shard)
         part.parent.mkdir(parents=True, exist_ok=True)
+        done = [p for p in [main, *_parts(out, group)] if p != part]  # whatever another part or N finished counts
         if progress:
             print(f"[reproduce] {group.name}" + ("" if shard is None else f" (part {shard[0]} of {shard[1]})"),
                   file=sys.stderr)
         run_comparison(config, list(group.methods), grid.targets, grid.seeds, part, tiers=grid.tiers,
                        fcpts=True, dense=group.dense, schedules=[], model_name=group.model, progress=progress,
-                       shard=shard, also_done=[] if part == main else [main])
+                       shard=shard, also_done=done)
+
+
+def _parts(out: Path, group: Group) -> list[Path]:
+    return sorted((out / "shards" / group.model).glob(f"{group.recipe}.*of*.csv"))
 
 
 def merge_parts(grid: Grid, out: Path) -> int:
@@ -285,7 +297,7 @@ def merge_parts(grid: Grid, out: Path) -> int:
     total = 0
     for group in grid.groups():
         main = table_path(out, group)
-        parts = sorted((out / "shards" / group.model).glob(f"{group.recipe}.*of*.csv"))
+        parts = _parts(out, group)
         if parts:
             merge_tables(main, parts)
         total += len(read_table(main))
@@ -312,23 +324,27 @@ def launch(argv: list[str], processes: int, out: Path, devices: list[str] | None
             procs.append((subprocess.Popen([sys.executable, "-m", "fcpts", "reproduce", *argv, "--shard",
                                             f"{i}/{processes}", "--quiet"], stdout=handle,
                                            stderr=subprocess.STDOUT, env=env), log))
+    start = _rows_written(out)
     bar = tqdm(total=total, desc="reproduce", unit="run", disable=not progress)
+    failed = []
     try:
-        while any(p.poll() is None for p, _ in procs):
+        while any(p.poll() is None for p, _ in procs) and not failed:
             time.sleep(5)
-            bar.n = _rows_written(out)
+            bar.n = min(_rows_written(out) - start, total)
             bar.refresh()
-    except BaseException:
-        for p, _ in procs:
-            p.terminate()
-        raise
+            failed = [(p.returncode, log) for p, log in procs if p.returncode not in (None, 0)]
     finally:
         bar.close()
-    failed = [(p.returncode, log) for p, log in procs if p.returncode != 0]
+        for p, _ in procs:  # an interrupt or a failed part stops the others (their finished rows are kept)
+            if p.poll() is None:
+                p.terminate()
+        for p, _ in procs:
+            p.wait()
+    failed = failed or [(p.returncode, log) for p, log in procs if p.returncode != 0]
     if failed:
         code, log = failed[0]
         tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise RuntimeError(f"{len(failed)} of {processes} processes failed (exit {code}); the rows they finished are "
+        raise RuntimeError(f"a process failed (exit {code}) and the others were stopped; the rows finished so far are "
                            f"kept and the same command resumes. Log {log}:\n{tail}")
 
 
@@ -347,6 +363,24 @@ def row_label(method: str, tier: str, recipe: str) -> str:
     return label(method, short=True)
 
 
+def current_rows(grid: Grid, group: Group, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``group``'s table that the grid asks for now (its methods, tiers, targets and seeds) and, per
+    method, tier and target, only those of the configuration that ran last: a run resumed with other settings
+    (``--set steps=...``) leaves the older rows in the table, and they must not be pooled with the new ones."""
+    if not len(table):
+        return table
+    methods = set((names(role="reference") if group.dense else []) + list(group.methods)
+                  + names(role="proposed", default=True))
+    targets = {target_key(t) for t in grid.targets} | {target_key(0.0)}
+    keep = (table["method"].isin(methods) & table["seed"].isin(grid.seeds)
+            & table["target"].map(target_key).isin(targets)
+            & pd.Series([get_method(m).family != "allocation" or t in grid.tiers
+                         for m, t in zip(table["method"], table["tier"])], index=table.index))
+    table = table[keep]
+    latest = table.sort_values("finished_at").groupby(["method", "tier", "target"])["config_hash"].transform("last")
+    return table[table["config_hash"] == latest.reindex(table.index)]
+
+
 def summarize(grid: Grid, out: Path) -> pd.DataFrame:
     """One row per model, method, tier, recipe and target: mean top-1 over seeds with its 95 % bootstrap
     interval (seeds and images resampled, ``fcpts.stats``), the achieved sparsity and the dense model's top-1."""
@@ -356,7 +390,7 @@ def summarize(grid: Grid, out: Path) -> pd.DataFrame:
     rows = []
     for group in grid.groups():
         path = table_path(out, group)
-        table = read_table(path)
+        table = current_rows(grid, group, read_table(path))
         if not len(table):
             continue
         for (method, tier, target), part in table.groupby(["method", "tier", "target"], sort=False):
@@ -421,15 +455,6 @@ def write_report(grid: Grid, out: Path, published: pd.DataFrame) -> Path:
     return path
 
 
-def read_published() -> pd.DataFrame:
-    """The published numbers of the kit's checkout (none when the kit is installed without one)."""
-    path = checkout() / PUBLISHED_NUMBERS if checkout() else None
-    if path is None or not path.is_file():
-        return pd.DataFrame(columns=["model", "weights", "method", "reconstruction", "dataset", "sparsity", "metric",
-                                     "value", "qualifier", "source"])
-    return pd.read_csv(path, keep_default_na=False)
-
-
 def _cell(row) -> str:
     if row is None:
         return "–"
@@ -470,33 +495,22 @@ def build_parser(prog: str = "fcpts reproduce") -> argparse.ArgumentParser:
 
 
 def _grid_from_args(args: argparse.Namespace) -> Grid:
-    from .cli import _apply_sets
+    from .cli import parse_sets, weights_field
 
     overrides = {k: getattr(args, k) for k in ("models", "targets", "seeds", "allocations", "learners", "tiers",
                                                "recipes", "weights")}
-    if isinstance(overrides["weights"], str) and overrides["weights"].lower() == "none":
-        overrides["weights"] = ""
+    if overrides["weights"] is not None:
+        overrides["weights"] = weights_field(overrides["weights"])
     if args.grid is None and checkout() is None:
         raise FileNotFoundError(f"the paper's grid ships with the kit's checkout ({PAPER_GRID}); clone the kit, or "
                                 "pass --grid with a YAML file of the same keys")
     raw = Grid.from_yaml(args.grid or checkout() / PAPER_GRID, **overrides)
-    config = _apply_sets(Config(**raw.config), args.set)
+    config = {**raw.config, **parse_sets(args.set)}  # every field the file or --set names, even at its default
     if args.data:
-        config = config.replace(data_root=str(user_path(args.data)))
-    fields = {k: v for k, v in config.to_dict().items() if k in raw.config or v != getattr(Config(), k)}
-    grid = Grid(**{**asdict(raw), "config": fields})
+        config["data_root"] = str(user_path(args.data))
+    grid = Grid(**{**asdict(raw), "config": config})
     grid.check()
     return grid
-
-
-def _parse_shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard expects I/N, e.g. 0/4, got {text!r}") from None
-    if not 0 <= index < count:
-        raise ValueError(f"--shard {text}: need 0 <= I < N")
-    return index, count
 
 
 def main(argv: list[str] | None = None, prog: str = "fcpts reproduce") -> int:
@@ -506,7 +520,7 @@ def main(argv: list[str] | None = None, prog: str = "fcpts reproduce") -> int:
     grid = _grid_from_args(args)
     out = user_path(args.out) if args.out else results_dir() / "reproduce"
     if args.shard:  # one part: no plan, no merge, no report (the command that launched it, or --report-only, does those)
-        run_part(grid, out, _parse_shard(args.shard), progress)
+        run_part(grid, out, parse_shard(args.shard), progress)
         return 0
     if not args.report_only:
         from .evaluate import resolve_device
@@ -534,16 +548,25 @@ def main(argv: list[str] | None = None, prog: str = "fcpts reproduce") -> int:
                                                        written=time.strftime("%Y-%m-%dT%H:%M:%S")), indent=1))
         if args.plan_only:
             return 0
-        merge_parts(grid, out)  # rows an earlier run finished count as done, whatever its number of processes
+        done = merge_parts(grid, out)  # rows an earlier run finished count as done, whatever its number of processes
         _fetch_weights(grid, progress)
         if processes == 1:
             run_part(grid, out, None, progress)
         else:
-            passed = [a for a in argv if a not in ("--plan-only",)]
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            devices = (visible.split(",") if visible else [str(i) for i in range(gpus)])[:processes] if gpus else None
-            launch(passed, processes, out, devices, sum(sum(c.values()) for c in counts.values()), progress)
+            passed = list(argv)
+            devices = None
+            if gpus:  # each process sees one GPU, as cuda:0
+                if grid.config.get("device", "auto") not in ("auto", "cuda"):
+                    raise ValueError(f"device={grid.config['device']} names one GPU; with --gpus {processes} every "
+                                     "process gets its own: leave device unset (or cuda)")
+                visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(" ", "")
+                devices = (visible.split(",") if visible else [str(i) for i in range(gpus)])[:processes]
+                passed += ["--set", "device=cuda"]  # never a silent fall-back to the CPU
+            total = sum(sum(c.values()) for c in counts.values())
+            launch(passed, processes, out, devices, max(total - done, 0), progress)
     rows = merge_parts(grid, out)
+    from .plotting import read_published
+
     report = write_report(grid, out, read_published())
     print(f"{rows} runs in {out}; report: {report}")
     return 0

@@ -286,16 +286,24 @@ def _run_row(ctx: RunContext, job: Job, model_name: str) -> tuple[dict, dict]:
     return row, info
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """"I/N" -> (I, N), with 0 <= I < N; a ValueError that says what is expected otherwise."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard expects I/N, e.g. 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
 def _parse_shard(parser: argparse.ArgumentParser, text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        parser.error(f"--shard expects I/N, e.g. 0/4, got {text!r}")
-    if not 0 <= index < count:
-        parser.error(f"--shard {text}: need 0 <= I < N")
-    return index, count
+        return parse_shard(text)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def build_parser(prog: str = "fcpts sweep") -> argparse.ArgumentParser:

@@ -4,11 +4,14 @@
 
 The input model is never modified: the student and the frozen teacher are copies.
 
-A step never waits for the device: the history's values stay on it and are read back in one transfer every
+An FCPTS step never waits for the device: the history's values stay on it and are read back in one transfer every
 ``Config.layer_log_every`` steps and at the end (every step on a CPU, where there is nothing to wait for), and the
-non-finite-loss check runs on them then, naming the first bad step. On CUDA the student and teacher run in
-channels_last memory format with cuDNN autotuning (``channels_last_on``, ``cudnn_autotune``); ``Config.precision``
-= "bf16" runs their forward passes under bfloat16 autocast (``forward_precision``).
+non-finite-loss check runs on them then, naming the first bad step. (STR, ProbMask and DSA-style still read a
+value back in every step of their own: a later change.) On CUDA the student and teacher run in channels_last
+memory format with cuDNN autotuning (``channels_last_on``, ``cudnn_autotune``), which changes the last bits of the
+results and makes two runs differ slightly unless ``torch.backends.cudnn.deterministic`` is set (it turns the
+autotuning off); ``Config.precision`` = "bf16" runs their forward passes under bfloat16 autocast
+(``forward_precision``).
 """
 from __future__ import annotations
 
@@ -175,13 +178,16 @@ class _Run:
     progress: object = None  # the progress bar, updated when the history is read back
 
 
-def channels_last_on(device: torch.device) -> bool:
+def channels_last_on(device: torch.device, model: nn.Module | None = None) -> bool:
     """Whether the loop keeps the student and teacher in channels_last memory format: on CUDA, where convolutions
-    run much faster in it (benchmarks/results/gpu_h200_log.md). Not on a CPU: there it changes the convolution
-    kernels, hence the last bits of every number a CPU run gives (the committed results were computed contiguous),
-    for a few percent at most (benchmarks/speed.py, part ``layout``). Not under torch.distributed either: the kit's
-    collectives expect contiguous tensors."""
-    return device.type == "cuda" and not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    run much faster in it (benchmarks/results/gpu_h200_log.md), for models whose tensors are at most 4-d (a Conv3d's
+    5-d weight has no channels_last form). Not on a CPU: there it changes the convolution kernels, hence the last
+    bits of every number a CPU run gives (the committed results were computed contiguous), for a few percent at
+    most (benchmarks/speed.py, part ``layout``). Not under torch.distributed either: the kit's collectives expect
+    contiguous tensors."""
+    if device.type != "cuda" or (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    return model is None or all(t.dim() <= 4 for t in (*model.parameters(), *model.buffers()))
 
 
 @contextmanager
@@ -223,7 +229,7 @@ def _set_up(model: nn.Module, calibration_data, config: Config, learner: Learner
     student = copy.deepcopy(model).to(device)
     if world_size > 1:  # one model on every rank: rank 0's (a model built with random weights differs per rank)
         distributed.broadcast_(list(teacher.state_dict().values()) + list(student.state_dict().values()))
-    if channels_last_on(device):  # the squashed student goes back to the contiguous format in _finish
+    if channels_last_on(device, student):  # the squashed student goes back to the contiguous format in _finish
         teacher, student = (m.to(memory_format=torch.channels_last) for m in (teacher, student))
     # the held-out selection judges by, and falls back to, the dense model as it is now (the teacher's BN
     # statistics move while it runs in train mode)
@@ -421,7 +427,7 @@ def _finish(run: _Run) -> SparsifyResult:
     if run.holdout is not None:
         student, selection = select_candidate(student, run.dense, run.fallback, run.zeros_target, run.stream,
                                               run.holdout, config, run.device)
-    if channels_last_on(run.device):  # the caller gets the usual layout back
+    if channels_last_on(run.device, student):  # the caller gets the usual layout back
         student = student.to(memory_format=torch.contiguous_format)
     check_final_outputs(student, run.calibration_data, "FCPTS" if isinstance(learner, FcptsLearner) else learner.name,
                         config.target, config.steps, run.device, batch_size=config.batch_size,

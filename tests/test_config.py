@@ -45,3 +45,8 @@ def test_the_notebook_params_files_load_as_configs():
     assert (full.steps, full.batch_size, full.calib_size, full.image_size, full.weights) == (1600, 64, 1024, 224,
                                                                                             "IMAGENET1K_V1")
     assert Config.from_yaml(root / "params" / "quick.yaml").steps == 150
+
+
+def test_block_loss_with_a_cached_teacher_is_refused():
+    with pytest.raises(ValueError, match="cache_teacher=False"):
+        Config(block_mse_weight=1.0, cache_teacher=True)

@@ -87,3 +87,20 @@ def test_reproduce_end_to_end_on_a_fabricated_imagenet(imagenet224, monkeypatch,
 def test_report_only_without_results_says_what_to_do(tmp_path, capsys):
     code = main(["reproduce", "--out", str(tmp_path / "empty"), "--report-only", "--models", "resnet18"])
     assert code == 2 and "no results" in capsys.readouterr().err
+
+
+def test_the_report_keeps_only_the_rows_of_the_current_grid_and_its_latest_settings():
+    from fcpts.reproduce import current_rows
+
+    grid = Grid.from_yaml(REPO / "params" / "paper.yaml", models=["resnet18"], targets=[0.8], tiers=["b"])
+    group = grid.groups()[0]
+    rows = [("dense", "-", 0.0, 0, "h0", "1"), ("fcpts", "c", 0.8, 0, "old", "2"), ("fcpts", "c", 0.8, 0, "new", "3"),
+            ("uniform", "b", 0.8, 0, "h1", "1"), ("uniform", "c", 0.8, 0, "h2", "1"),  # tier c: not in the grid
+            ("uniform", "b", 0.9, 0, "h1", "1"), ("uniform", "b", 0.8, 1, "h1", "1")]  # target, seed: not either
+    table = pd.DataFrame(rows, columns=["method", "tier", "target", "seed", "config_hash", "finished_at"])
+    kept = current_rows(grid, group, table)
+    assert sorted(zip(kept["method"], kept["config_hash"])) == [("dense", "h0"), ("fcpts", "new"), ("uniform", "h1")]
+
+
+def test_settings_that_belong_to_the_grid_are_refused_in_config():
+    assert main(["reproduce", "--plan-only", "--no-probe", "--set", "model=resnet34"]) == 2

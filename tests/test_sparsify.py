@@ -248,3 +248,5 @@ def test_cuda_only_layout_and_autotuning_stay_off_on_a_cpu():
     with cudnn_autotune(cpu):
         assert torch.backends.cudnn.benchmark == before
     assert not channels_last_on(cpu)
+    cuda = torch.device("cuda")  # the rule only; nothing runs there
+    assert channels_last_on(cuda, make_model("cnn")) and not channels_last_on(cuda, nn.Conv3d(2, 2, 1))

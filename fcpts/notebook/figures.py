@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 
 from .. import registry
+from ..paths import PUBLISHED_NUMBERS
 from ..config import target_key
 from .session import readable_path, repo_path
 from .tables import read_comparison, read_dst, read_learners, read_result
 from .verdicts import RECIPE_DIR, recipe_table, training_summary
 
-PUBLISHED_NUMBERS = "data/published_numbers.csv"  # the published curves, against this kit's counterparts
 LEARNER_TARGETS = (0.8, 0.9)  # the targets the learner figures show
 DST_TARGETS = (0.8, 0.9, 0.95)  # the coverage panels
 RECIPE_LABELS = {"start": "ERK + BN re-estimation (FCPTS's start)", "released": "FCPTS, released recipe",
@@ -230,7 +230,7 @@ def kit_rows_for_published(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _draw_published(results_dir, tag, dataset, target):
-    published = pd.read_csv(repo_path(PUBLISHED_NUMBERS), keep_default_na=False)
+    published = _plotting().read_published()
     table = read_comparison(results_dir, dataset)
     ours = kit_rows_for_published(table) if table is not None else None
     return _plotting().plot_published(published, ours, dense_top1=_dense_top1(table) if table is not None else None)
