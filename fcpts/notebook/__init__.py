@@ -27,7 +27,8 @@ from .tables import (SWEEP_TARGETS, comparison, comparison_grid, current_rows, d
                      save_table, with_intervals, working_table)
 from .verdicts import (QUALITY_TABLES, RECIPE_DIR, RECIPE_START, fcpts_table, learner_summary, paired_verdicts,
                        recipe_table, schedule_verdicts, scored, training_summary, verdict_line)
-from .figures import (DST_TARGETS, FIGURES, LEARNER_TARGETS, PUBLISHED_NUMBERS, RECIPE_LABELS, draw, figure_name,
+from ..paths import PUBLISHED_NUMBERS
+from .figures import (DST_TARGETS, FIGURES, LEARNER_TARGETS, RECIPE_LABELS, draw, figure_name,
                       kit_rows_for_published)
 from .lab import refresh_git_after_save
 

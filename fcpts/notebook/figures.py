@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from .. import registry
-from ..paths import PUBLISHED_NUMBERS
 from ..config import target_key
 from .session import readable_path, repo_path
 from .tables import read_comparison, read_dst, read_learners, read_result
