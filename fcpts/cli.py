@@ -28,11 +28,11 @@ import yaml
 
 from . import distributed
 from .config import KIT_RECIPE, RECIPES, Config
-from .data import load_data
+from .data import DATASETS, load_data
 from .evaluate import evaluate, resolve_device
 from .guards import DivergedError
 from .masking import count_zeros, weight_sparsity_table
-from .models import DenseRecipe, load_embedded_model, resolve_dense_model
+from .models import EMBEDDED_DATASETS, embedded_recipe, load_embedded_model, resolve_dense_model
 from .paths import results_dir, user_path
 from .registry import METHODS, RunContext, RunSpec, get_method, names, variants
 from .sparsify import SparsifyResult
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tier", help="allocations: a (masks), b (+BN re-estimation, default) or c (+reconstruction)")
     r.add_argument("--model")
     r.add_argument("--weights", help="torchvision weights enum member, e.g. IMAGENET1K_V1; 'none' for random")
-    r.add_argument("--dataset", choices=["digits", "imagenet", "folder", "cifar10", "cifar100"])
+    r.add_argument("--dataset", choices=list(DATASETS))
     r.add_argument("--data", dest="data_root", help="dataset root (ImageNet: folder with train/ and val/)")
     r.add_argument("--target", type=float)
     r.add_argument("--calib", dest="calib_size", type=int, help="number of calibration images")
@@ -232,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("reproduce", help="the paper's grid on ImageNet and every GPU: plan, estimate, run, report "
                    "(fcpts reproduce --help)", add_help=False)
-    t = sub.add_parser("train-dense", help="train (or verify) an embedded dense model on digits (default: the ResNet-50)")
+    t = sub.add_parser("train-dense", help="train (or verify) the kit's own dense model on digits or Fashion-MNIST")
     t.add_argument("--retrain", action="store_true", help="train again even if a valid checkpoint exists")
-    t.add_argument("--model", default="resnet50", help="torchvision architecture to train on digits (default resnet50)")
+    t.add_argument("--model", default="resnet50", help="torchvision architecture to train (default resnet50)")
+    t.add_argument("--dataset", choices=list(EMBEDDED_DATASETS), default="digits",
+                   help="digits (the embedded default) or fashion-mnist (Debian's dataset-fashion-mnist)")
     t.add_argument("--image-size", type=int, default=32, help="input side in pixels (default 32)")
     e = sub.add_parser("export", help="write a run's pruned model as a smaller sparse file (load: fcpts.load_sparse)")
     e.add_argument("run_dir", metavar="RUN_DIR", help="a folder 'fcpts run --out' wrote (holds sparse_state_dict.pt)")
@@ -308,9 +310,9 @@ def _main(args: argparse.Namespace) -> int:
               f"{sparse / dense:.1%} of the dense file ({dense / sparse:.2f}x smaller)")
         return 0
     if args.command == "train-dense":
-        recipe = DenseRecipe(model=args.model, image_size=args.image_size)
+        recipe = embedded_recipe(args.model, args.dataset, args.image_size)
         model, info = load_embedded_model(recipe, retrain=args.retrain)
-        print(f"dense {args.model} on digits: test top-1 {info['test_top1']:.2%} ({info['path']})")
+        print(f"dense {args.model} on {args.dataset}: test top-1 {info['test_top1']:.2%} ({info['path']})")
         return 0
     progress = not args.quiet
     if args.command == "demo":

@@ -38,7 +38,12 @@ CIFAR_STATS = {
 # The embedded dense model (fcpts.models.DenseRecipe) is trained on the digits split made with this seed.
 # `load_data` keeps it fixed, whatever Config.seed is, so the test images were never training images.
 DIGITS_SPLIT_SEED = 0
-DATASETS = ("digits", "imagenet", "folder", "cifar10", "cifar100")
+DATASETS = ("digits", "fashion-mnist", "imagenet", "folder", "cifar10", "cifar100")
+# Fashion-MNIST: Debian's dataset-fashion-mnist package puts the original gzipped IDX files here.
+FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                       "t10k-labels-idx1-ubyte")
+FASHION_MNIST_STATS = ((0.2860,), (0.3530,))  # mean and std of the 60,000 training images' pixels
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -421,6 +426,61 @@ def cifar_datasets(name: str = "cifar10", root: str | os.PathLike[str] | None = 
 
 
 # --------------------------------------------------------------------------------------------------------
+# Fashion-MNIST: a second, harder real dataset (60,000 train / 10,000 test images, 10 classes)
+# --------------------------------------------------------------------------------------------------------
+def fashion_mnist_root(root: str | os.PathLike[str] | None = None, download: bool = False) -> Path:
+    """A folder torchvision's ``FashionMNIST`` reads: ``<root>/FashionMNIST/raw/`` with the four IDX files.
+
+    Looks in ``root`` (default ``paths.data_root()``); failing that, unpacks the gzipped files of Debian's
+    ``dataset-fashion-mnist`` package (``FASHION_MNIST_SYSTEM``, or ``root`` itself if it holds the ``.gz`` files)
+    into it once; failing that, downloads them when ``download``; else a FileNotFoundError that says how to get them."""
+    import gzip
+    import shutil
+
+    base = Path(root).expanduser() if root else paths.data_root()
+    raw = base / "FashionMNIST" / "raw"
+    if all((raw / name).is_file() for name in FASHION_MNIST_FILES):
+        return base
+    for source in (base, FASHION_MNIST_SYSTEM):
+        if all((source / f"{name}.gz").is_file() for name in FASHION_MNIST_FILES):
+            raw.mkdir(parents=True, exist_ok=True)
+            for name in FASHION_MNIST_FILES:
+                partial = raw / f"{name}.partial"  # a reader never sees half a file
+                with gzip.open(source / f"{name}.gz", "rb") as packed, open(partial, "wb") as plain:
+                    shutil.copyfileobj(packed, plain)
+                os.replace(partial, raw / name)
+            return base
+    if download:
+        from torchvision import datasets
+
+        datasets.FashionMNIST(str(base), train=True, download=True)
+        return base
+    raise FileNotFoundError(
+        f"Fashion-MNIST not found: neither {raw} nor {FASHION_MNIST_SYSTEM} holds its four IDX files. On Debian or "
+        "Ubuntu: `sudo apt install dataset-fashion-mnist`; elsewhere pass download=True (it fetches them with "
+        "torchvision), or point --data / Config.data_root at a folder with the .gz files.")
+
+
+def fashion_mnist_datasets(root: str | os.PathLike[str] | None = None, image_size: int = 32,
+                           download: bool = False) -> tuple[Dataset, Dataset]:
+    """The Fashion-MNIST train and test splits through torchvision's class: 28 px grey images resized to
+    ``image_size``, normalised, repeated to 3 channels (the torchvision models expect RGB)."""
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    base = fashion_mnist_root(root, download)
+    mean, std = FASHION_MNIST_STATS
+    resize = [T.Resize(image_size, antialias=True)] if image_size != 28 else []
+    transform = T.Compose(resize + [T.ToTensor(), T.Normalize(mean, std), T.Lambda(_three_channels)])
+    return (datasets.FashionMNIST(str(base), train=True, transform=transform),
+            datasets.FashionMNIST(str(base), train=False, transform=transform))
+
+
+def _three_channels(x: torch.Tensor) -> torch.Tensor:
+    return x.expand(3, -1, -1)
+
+
+# --------------------------------------------------------------------------------------------------------
 # one entry point
 # --------------------------------------------------------------------------------------------------------
 @dataclass
@@ -446,6 +506,11 @@ def load_data(config: "Config", download: bool = False) -> DataBundle:
         train, test = digits_datasets(config.image_size, seed=DIGITS_SPLIT_SEED)
         calib = calibration_subset(train, config.calib_size, config.seed, augment=config.calib_augment)
         return DataBundle(calib, test, 10, "digits", calibration_manifest(calib))
+    if name == "fashion-mnist":
+        train, test = fashion_mnist_datasets(config.data_root or None, config.image_size, download)
+        calib = calibration_subset(train, config.calib_size, config.seed, augment=config.calib_augment,
+                                   transform=RandomShift(2) if config.calib_augment else None)
+        return DataBundle(calib, test, 10, name, calibration_manifest(calib))
     if name in ("imagenet", "folder"):
         if name == "folder" and not config.data_root:
             raise ValueError("dataset 'folder' needs Config.data_root: a folder with train/ and val/ class folders")

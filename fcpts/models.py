@@ -103,7 +103,7 @@ class DenseRecipe(Options):
     """
 
     model: str = "resnet50"  # a torchvision classification model, randomly initialised, 10 classes
-    dataset: str = "digits"  # only the embedded digits can be trained here
+    dataset: str = "digits"  # "digits" (the embedded default) or "fashion-mnist" (EMBEDDED_DATASETS)
     image_size: int = 32  # input side in pixels (the 8x8 digits upsampled)
     epochs: int = 20  # passes over the digits train split
     batch_size: int = 64  # training images per step (an incomplete last batch is dropped)
@@ -124,6 +124,41 @@ class DenseRecipe(Options):
         return f"dense-{self.model}-{self.dataset}-{self.key()}.pt"
 
 
+EMBEDDED_DATASETS = ("digits", "fashion-mnist")  # the datasets the kit trains its own dense model on
+MIN_DENSE_ACCURACY = {"digits": 0.97, "fashion-mnist": 0.80}  # a cached dense model below this is not used
+FASHION_TRAIN_IMAGES = 10_000  # the dense model's training subset of the 60,000 (seeded); the test split is whole
+
+
+def dense_floor(dataset: str, min_accuracy: float | None = None) -> float:
+    """The test top-1 a dense model of ``dataset`` must reach: ``min_accuracy`` when given, else the dataset's."""
+    return MIN_DENSE_ACCURACY.get(dataset, 0.0) if min_accuracy is None else min_accuracy
+
+
+def embedded_datasets(recipe: "DenseRecipe") -> tuple[Any, Any]:
+    """(train, test) of an embedded dense model: the digits split, or a seeded ``FASHION_TRAIN_IMAGES`` subset of
+    Fashion-MNIST's train split and its whole test split."""
+    if recipe.dataset == "digits":
+        return digits_datasets(recipe.image_size, seed=DIGITS_SPLIT_SEED)
+    if recipe.dataset == "fashion-mnist":
+        from torch.utils.data import Subset
+
+        from fcpts.data import fashion_mnist_datasets
+
+        train, test = fashion_mnist_datasets(image_size=recipe.image_size)
+        chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+        return Subset(train, chosen[:FASHION_TRAIN_IMAGES].tolist()), test
+    raise ValueError(f"the kit trains dense models on {' and '.join(EMBEDDED_DATASETS)} only, not {recipe.dataset!r}")
+
+
+def embedded_recipe(model: str = "resnet50", dataset: str = "digits", image_size: int = 32) -> "DenseRecipe":
+    """The kit's recipe for its own dense ``model`` on ``dataset``: the digits default; on Fashion-MNIST (more
+    images per epoch) 8 epochs of its ``FASHION_TRAIN_IMAGES`` subset."""
+    if dataset not in EMBEDDED_DATASETS:
+        raise ValueError(f"the kit trains dense models on {' and '.join(EMBEDDED_DATASETS)} only, not {dataset!r}")
+    extra = {"epochs": 8} if dataset == "fashion-mnist" else {}
+    return DenseRecipe(model=model, dataset=dataset, image_size=image_size, **extra)
+
+
 def _shift_batch(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Shift each image of a [B, C, H, W] batch by its own random offset of up to `max_shift` pixels,
     replicating the border (the normalised background), so the digit moves but no frame appears."""
@@ -136,7 +171,7 @@ def _shift_batch(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
 
 
-def train_dense(recipe: DenseRecipe = DenseRecipe(), progress: bool = True, min_accuracy: float = 0.97,
+def train_dense(recipe: DenseRecipe = DenseRecipe(), progress: bool = True, min_accuracy: float | None = None,
                 device: str | torch.device | None = "auto") -> tuple[nn.Module, dict[str, Any]]:
     """Train `recipe` on the digits train split and check its test top-1 before anyone relies on it.
 
@@ -148,12 +183,11 @@ def train_dense(recipe: DenseRecipe = DenseRecipe(), progress: bool = True, min_
     """
     from tqdm.auto import tqdm
 
-    if recipe.dataset != "digits":
-        raise ValueError(f"train_dense trains on the embedded digits only, not {recipe.dataset!r}")
     if recipe.optimizer != "adamw" or recipe.schedule != "onecycle":
         raise ValueError("DenseRecipe supports optimizer='adamw' with schedule='onecycle'")
     device = resolve_device(device)
-    train, test = digits_datasets(recipe.image_size, seed=DIGITS_SPLIT_SEED)
+    min_accuracy = dense_floor(recipe.dataset, min_accuracy)
+    train, test = embedded_datasets(recipe)
     if len(train) < recipe.batch_size:
         raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(train)} training images")
 
@@ -245,7 +279,7 @@ def _verify(path: Path, recipe: DenseRecipe, model: nn.Module,
 
 def load_embedded_model(recipe: DenseRecipe = DenseRecipe(), retrain: bool = False, progress: bool = True,
                         checkpoint_dir: str | os.PathLike[str] | None = None,
-                        min_accuracy: float = 0.97) -> tuple[nn.Module, dict[str, Any]]:
+                        min_accuracy: float | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The trained dense model of `recipe`, from its checkpoint if valid, else trained now and cached.
 
     The checkpoint `<checkpoint_dir>/dense-<model>-digits-<key>.pt` (default dir: ``default_checkpoint_dir()``)
@@ -254,6 +288,7 @@ def load_embedded_model(recipe: DenseRecipe = DenseRecipe(), retrain: bool = Fal
     `*.bad` (kept for inspection) and the model is retrained. Returns `(model in eval mode, info)` with info keys path, recipe, key, test_top1, sha256,
     trained (True if trained in this call), metrics.
     """
+    min_accuracy = dense_floor(recipe.dataset, min_accuracy)
     directory = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
     path = directory / recipe.checkpoint_name()
     model = build_model(recipe.model, weights=None, num_classes=10)
@@ -268,7 +303,7 @@ def load_embedded_model(recipe: DenseRecipe = DenseRecipe(), retrain: bool = Fal
         os.replace(path, bad)
         _say(f"checkpoint {path} was not used: {problem}. Kept it as {bad.name}; retraining.")
     elif not path.exists():
-        _say(f"no dense checkpoint at {path}; training {recipe.model} on digits ({recipe.epochs} epochs).")
+        _say(f"no dense checkpoint at {path}; training {recipe.model} on {recipe.dataset} ({recipe.epochs} epochs).")
 
     model, metrics = train_dense(recipe, progress=progress, min_accuracy=min_accuracy)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -284,7 +319,7 @@ def load_embedded_model(recipe: DenseRecipe = DenseRecipe(), retrain: bool = Fal
 
 
 def resolve_dense_model(config: Any, num_classes: int, progress: bool = False, train: bool = True,
-                        min_accuracy: float = 0.97) -> tuple[nn.Module, dict[str, Any]]:
+                        min_accuracy: float | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The dense model a run of ``config`` sparsifies, the one rule every caller (``fcpts run``, the sweep runner,
     the notebooks) uses: for digits without weights, the kit's embedded ``config.model`` trained on digits at
     ``config.image_size`` (trained and cached on first use); else torchvision's ``config.model`` with
@@ -292,8 +327,9 @@ def resolve_dense_model(config: Any, num_classes: int, progress: bool = False, t
 
     ``train=False`` never trains: a missing or unusable checkpoint raises ``FileNotFoundError`` instead (and
     nothing is renamed). Returns (model in eval mode, info with a readable ``source``)."""
-    if config.dataset == "digits" and not config.weights:
-        recipe = DenseRecipe(model=config.model, image_size=config.image_size)
+    if config.dataset in EMBEDDED_DATASETS and not config.weights:
+        recipe = embedded_recipe(config.model, config.dataset, config.image_size)
+        min_accuracy = dense_floor(recipe.dataset, min_accuracy)
         if not train:
             path = default_checkpoint_dir() / recipe.checkpoint_name()
             problem = "it does not exist"
@@ -304,7 +340,7 @@ def resolve_dense_model(config: Any, num_classes: int, progress: bool = False, t
                 raise FileNotFoundError(f"no usable dense checkpoint at {path} ({problem}); train it without --no-train, or "
                                         f"with `fcpts train-dense --model {config.model} --image-size {config.image_size}`")
         model, info = load_embedded_model(recipe, progress=progress, min_accuracy=min_accuracy)
-        return model, dict(info, source=f"embedded {config.model} trained on digits ({info['path']})")
+        return model, dict(info, source=f"embedded {config.model} trained on {config.dataset} ({info['path']})")
     with torch.random.fork_rng(devices=[]):  # a random init is a function of the run's seed (and every process agrees)
         torch.manual_seed(config.seed)
         model = build_model(config.model, weights=config.weights or None, num_classes=num_classes)

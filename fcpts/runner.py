@@ -94,7 +94,7 @@ def _selected(methods: Iterable[str], fcpts: bool, dense: bool, schedules: list[
 
 def _context(config: Config, model, model_name, data, train_data, schedules: list[str], finetune, pot_config,
              scratch_model, learner_options, progress: bool, methods: Iterable[str] = (),
-             train_dense: bool = True, min_dense_accuracy: float = 0.97) -> tuple[RunContext, str, list[str]]:
+             train_dense: bool = True, min_dense_accuracy: float | None = None) -> tuple[RunContext, str, list[str]]:
     """The sweep's shared state: the dense model (default: ``fcpts.models.resolve_dense_model``, as ``fcpts run``
     and the notebooks), the data per seed (loaded once), the labelled train split of the schedule rows (skipped
     when there is none)."""
@@ -113,9 +113,9 @@ def _context(config: Config, model, model_name, data, train_data, schedules: lis
         return bundles[seed]
 
     if model is None:
-        from .models import resolve_dense_model
+        from .models import EMBEDDED_DATASETS, resolve_dense_model
 
-        embedded = config.dataset == "digits" and not config.weights  # 10 classes; no data needed to resolve it
+        embedded = config.dataset in EMBEDDED_DATASETS and not config.weights  # 10 classes; no data needed for it
         num_classes = 10 if embedded else bundle(config.seed).num_classes
         model, _ = resolve_dense_model(config, num_classes, progress, train=train_dense,
                                        min_accuracy=min_dense_accuracy)
@@ -125,10 +125,11 @@ def _context(config: Config, model, model_name, data, train_data, schedules: lis
     train_split = train_data
     labelled = bool(schedules) or any(get_method(m).family == "training" and not get_method(m).scheduled
                                       for m in methods)
-    if train_split is None and labelled and config.dataset == "digits" and data is None:
-        from .data import DIGITS_SPLIT_SEED, digits_datasets
+    if train_split is None and labelled and data is None and not config.weights:
+        from .models import EMBEDDED_DATASETS, embedded_datasets, embedded_recipe
 
-        train_split = digits_datasets(config.image_size, seed=DIGITS_SPLIT_SEED)[0]
+        if config.dataset in EMBEDDED_DATASETS:  # the labelled images the kit's dense model was trained on
+            train_split = embedded_datasets(embedded_recipe(config.model, config.dataset, config.image_size))[0]
     if labelled and train_split is None:
         print("[fcpts.runner] no labelled train split given: skipping the schedule rows", file=sys.stderr)
         schedules = []
@@ -150,7 +151,7 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] | None =
                    scratch_model: Callable[[int], nn.Module] | None = None, model_name: str | None = None,
                    json_path: str | os.PathLike | None | bool = True, progress: bool = True,
                    shard: tuple[int, int] | None = None, train_dense: bool = True,
-                   min_dense_accuracy: float = 0.97, also_done: Iterable[str | os.PathLike] = ()) -> pd.DataFrame:
+                   min_dense_accuracy: float | None = None, also_done: Iterable[str | os.PathLike] = ()) -> pd.DataFrame:
     """Run every requested (method, tier/schedule, target, seed) not yet in ``out_csv``; return the table.
 
     ``methods``: any names of ``fcpts.registry.METHODS`` (default: every fixed allocation); ``fcpts``,
