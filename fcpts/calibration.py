@@ -95,6 +95,13 @@ class _Part(Subset):
             self.dataset.set_epoch(epoch)
 
 
+def check_holdout(count: int, n: int) -> None:
+    """A held-out selection needs 1 to n // 2 of the n calibration images (the rest train)."""
+    if not 0 < count <= n // 2:
+        raise ValueError(f"Config.select_holdout = {count} with {n} calibration images: hold out between 1 and "
+                         f"{n // 2} (the kit recipe holds out 64 of 512), or set it to 0")
+
+
 def split_holdout(data, count: int, seed: int) -> tuple[Dataset, torch.Tensor]:
     """Keep ``count`` seeded calibration items out of training: ``(the rest, as a Dataset; the held-out
     inputs, read once, as one tensor)``. The held-out inputs judge candidates without labels."""
@@ -106,9 +113,7 @@ def split_holdout(data, count: int, seed: int) -> tuple[Dataset, torch.Tensor]:
     if hasattr(data, "set_epoch"):  # augmentations of pass 0, whatever earlier runs read from this set
         data.set_epoch(0)
     n = len(data)
-    if not 0 < count <= n // 2:
-        raise ValueError(f"Config.select_holdout = {count} with {n} calibration images: hold out between 1 and "
-                         f"{n // 2} (the kit recipe holds out 64 of 512), or set it to 0")
+    check_holdout(count, n)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     held = torch.stack([_inputs(data[i]) for i in sorted(order[:count])])
     return _Part(data, sorted(order[count:])), held

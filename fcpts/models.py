@@ -105,7 +105,7 @@ class DenseRecipe(Options):
     model: str = "resnet50"  # a torchvision classification model, randomly initialised, 10 classes
     dataset: str = "digits"  # "digits" (the embedded default) or "fashion-mnist" (EMBEDDED_DATASETS)
     image_size: int = 32  # input side in pixels (the 8x8 digits upsampled)
-    epochs: int = 20  # passes over the digits train split
+    epochs: int = 20  # passes over the training images (embedded_recipe: 8 on Fashion-MNIST)
     batch_size: int = 64  # training images per step (an incomplete last batch is dropped)
     optimizer: str = "adamw"  # the only one implemented
     lr: float = 2e-3  # peak of the one-cycle schedule
@@ -139,22 +139,25 @@ def embedded_datasets(recipe: "DenseRecipe") -> tuple[Any, Any]:
     Fashion-MNIST's train split and its whole test split."""
     if recipe.dataset == "digits":
         return digits_datasets(recipe.image_size, seed=DIGITS_SPLIT_SEED)
-    if recipe.dataset == "fashion-mnist":
-        from torch.utils.data import Subset
+    from torch.utils.data import Subset
 
-        from fcpts.data import fashion_mnist_datasets
+    from fcpts.data import fashion_mnist_datasets
 
-        train, test = fashion_mnist_datasets(image_size=recipe.image_size)
-        chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
-        return Subset(train, chosen[:FASHION_TRAIN_IMAGES].tolist()), test
-    raise ValueError(f"the kit trains dense models on {' and '.join(EMBEDDED_DATASETS)} only, not {recipe.dataset!r}")
+    _check_embedded(recipe.dataset)
+    train, test = fashion_mnist_datasets(image_size=recipe.image_size)
+    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    return Subset(train, chosen[:FASHION_TRAIN_IMAGES].tolist()), test
+
+
+def _check_embedded(dataset: str) -> None:
+    if dataset not in EMBEDDED_DATASETS:
+        raise ValueError(f"the kit trains dense models on {' and '.join(EMBEDDED_DATASETS)} only, not {dataset!r}")
 
 
 def embedded_recipe(model: str = "resnet50", dataset: str = "digits", image_size: int = 32) -> "DenseRecipe":
     """The kit's recipe for its own dense ``model`` on ``dataset``: the digits default; on Fashion-MNIST (more
     images per epoch) 8 epochs of its ``FASHION_TRAIN_IMAGES`` subset."""
-    if dataset not in EMBEDDED_DATASETS:
-        raise ValueError(f"the kit trains dense models on {' and '.join(EMBEDDED_DATASETS)} only, not {dataset!r}")
+    _check_embedded(dataset)
     extra = {"epochs": 8} if dataset == "fashion-mnist" else {}
     return DenseRecipe(model=model, dataset=dataset, image_size=image_size, **extra)
 
@@ -173,7 +176,8 @@ def _shift_batch(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
 def train_dense(recipe: DenseRecipe = DenseRecipe(), progress: bool = True, min_accuracy: float | None = None,
                 device: str | torch.device | None = "auto") -> tuple[nn.Module, dict[str, Any]]:
-    """Train `recipe` on the digits train split and check its test top-1 before anyone relies on it.
+    """Train `recipe` on its dataset's training images (``embedded_datasets``) and check its test top-1 before
+    anyone relies on it.
 
     Deterministic given the recipe on a given machine and thread count: `torch.manual_seed(seed)` fixes the
     initial weights, seeded generators fix the batch order and the shifts, and num_workers=0 keeps all

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 import yaml
 
+from .calibration import check_holdout
 from .config import RECIPES, Config, check_target, target_key
 from .paths import checkout, results_dir, user_path
 from .registry import get_method, label, names, variants
@@ -123,10 +124,8 @@ class Grid:
             raise ValueError(f"the grid's config: {exc}; the fields are fcpts.Config's (docs/options.md)") from None
         for recipe in self.recipes:  # invalid values fail with Config's own message
             config = self.run_config(self.models[0], recipe)
-            if config.select_holdout and not config.select_holdout <= config.calib_size // 2:
-                raise ValueError(f"the {recipe} recipe holds out {config.select_holdout} of {config.calib_size} "
-                                 f"calibration images; use at most half (--set select_holdout=...) or drop it "
-                                 "from --recipes")
+            if config.select_holdout:  # the kit recipe's hold-out must fit the calibration set (before any run)
+                check_holdout(config.select_holdout, config.calib_size)
 
     def run_config(self, model: str, recipe: str) -> Config:
         """The recipe's options first, then the grid's own fields (so a --set reaches every run, recipe or not)."""
