@@ -21,7 +21,7 @@ from benchmarks._common import RESULTS, dense_resnet50, envelope, set_threads, w
 from fcpts import Config
 from fcpts.registry import METHODS, RunContext, RunSpec, names
 
-METHOD_NAMES = tuple(names(role="proposed", default=True) + names(family="learner", role="competitor"))
+METHOD_NAMES = tuple(names(role="proposed", default=True) + names(family="learner", role="competitor", default=True))
 
 
 def step_costs(model: torch.nn.Module, data, config: Config, methods=METHOD_NAMES, short: int = 2,

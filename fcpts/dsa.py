@@ -43,11 +43,15 @@ class DsaConfig(Options):
     rho: float = 1.0  # ADMM penalty weight [unverified]
     alpha_min: float = 0.02  # box of the budget projection; above the floor so mean p = α stays solvable
     alpha_max: float = 0.999  # top of that box (ERK's dense layers start here)
+    train_masks: str = "bernoulli"  # masks while learning: m ~ Bernoulli(p) [code]; "topk" [adapted]: the
+    #   round(α_l·n_l) largest |w| of each layer, deterministic, with the same straight-through gradient to p
     final: str = "topk"  # final masks: the round(α_l·n_l) largest |w| per layer ("topk"), or one Bernoulli draw
     #   ("sample": the draw sets each layer's count; the projection then keeps that layer's largest |w|)
     tol: float = 1e-6  # |mean p − α| of the β₁ solve
 
     def __post_init__(self):
+        if self.train_masks not in ("bernoulli", "topk"):
+            raise ValueError(f"DsaConfig.train_masks must be 'bernoulli' or 'topk', got {self.train_masks!r}")
         if self.final not in ("topk", "sample"):
             raise ValueError(f"DsaConfig.final must be 'topk' or 'sample', got {self.final!r}")
         if not self.floor < self.alpha_min < self.alpha_max < 1.0 or self.beta2 <= 0 or self.rho < 0:
@@ -133,8 +137,12 @@ class BernoulliKeep(nn.Module):
         # starts at the box's edge (ERK's dense layers start at alpha_max); the ADMM term pulls α back inside.
         alpha = alpha + (alpha.clamp(o.alpha_min, o.alpha_max) - alpha).detach()
         p, self.log_beta1 = keep_probability(weight, alpha, o.beta2, o.floor, self.log_beta1, o.tol)
-        draw = torch.bernoulli(p.detach(), generator=self.generator)
-        self.pruned = int(draw.numel() - draw.sum())
+        if o.train_masks == "topk":  # deterministic: the layer's largest |w| at its keep ratio
+            self.pruned = int(round((1.0 - float(alpha.detach())) * weight.numel()))
+            draw = (~lowest_k_mask(weight.detach().abs(), self.pruned)).to(weight.dtype)
+        else:
+            draw = torch.bernoulli(p.detach(), generator=self.generator)
+            self.pruned = int(draw.numel() - draw.sum())
         return weight * (draw + p - p.detach())
 
 

@@ -40,11 +40,14 @@ class StrConfig(Options):
     """STR under the PTS budget (method.md §7.1)."""
 
     threshold_weight_decay: float = -1.0  # on the threshold scores; -1: the weights' (STR decays everything alike)
+    threshold_lr_scale: float = 1.0  # the thresholds' lr over the weights' (STR: one optimiser, so 1) [adapted: a grid]
     export: str = "shrunk"  # "shrunk": STR's own model, sign(w)·max(|w| − t, 0); "masked": w ⊙ 1{|w| > t}
 
     def __post_init__(self):
         if self.export not in ("shrunk", "masked"):
             raise ValueError(f"StrConfig.export must be 'shrunk' or 'masked', got {self.export!r}")
+        if self.threshold_lr_scale <= 0:
+            raise ValueError(f"StrConfig.threshold_lr_scale must be > 0, got {self.threshold_lr_scale}")
 
 
 class SoftThreshold(nn.Module):
@@ -78,7 +81,8 @@ class StrLearner(Learner):
 
     def parameter_groups(self, config):
         decay = config.weight_decay if self.options.threshold_weight_decay < 0 else self.options.threshold_weight_decay
-        return [dict(params=[m.score for m in self.mods().values()], weight_decay=decay)]
+        group = dict(params=[m.score for m in self.mods().values()], weight_decay=decay)
+        return [{**group, "lr_scale": self.options.threshold_lr_scale} if self.options.threshold_lr_scale != 1 else group]
 
     @torch.no_grad()
     def _pruned(self) -> dict[str, float]:
@@ -124,6 +128,10 @@ class ProbMaskConfig(Options):
     """ProbMask under the PTS budget (method.md §7.2). [code] = as in the authors' code."""
 
     score_init: float = 1.0  # every keep probability at the start [code: score_init_constant]; 1 = the dense model
+    score_start: str = "constant"  # "constant": score_init everywhere [code]; "erk_ranks" [adapted]: each layer's
+    #   scores σ(slope·(q − c)/min(c, 1 − c)) from the magnitude quantile q of each weight and the layer's ERK
+    #   sparsity c: about the ERK mask, the largest weights most likely kept, mean keep probability about 1 − c
+    score_start_slope: float = 6.0  # how sharp that start is around each layer's ERK cut
     score_lr: float = 6e-3  # Adam on the scores, no weight decay [code]; follows the loop's warm-up + cosine shape
     ramp_start: float = 0.16  # the pruned fraction ramps (AGP cubic) from 0 at this fraction of the steps [code]
     ramp_end: float = 0.60  # ...to the target at this fraction [code]
@@ -137,6 +145,10 @@ class ProbMaskConfig(Options):
     def __post_init__(self):
         if not 0.0 <= self.ramp_start < self.ramp_end <= 1.0:
             raise ValueError("ProbMaskConfig: need 0 <= ramp_start < ramp_end <= 1")
+        if self.score_start not in ("constant", "erk_ranks"):
+            raise ValueError(f"ProbMaskConfig.score_start must be 'constant' or 'erk_ranks', got {self.score_start!r}")
+        if self.score_start_slope <= 0:
+            raise ValueError("ProbMaskConfig.score_start_slope must be > 0")
         if not 0.0 < self.temperature_final <= 1.0 or self.final_samples < 1 or self.selection_batches < 1:
             raise ValueError("ProbMaskConfig: temperature_final in (0, 1], final_samples and selection_batches >= 1")
 
@@ -185,6 +197,19 @@ def solve_shift(values: list[torch.Tensor], budget: float, lo: float = 0.0, hi: 
     return v
 
 
+@torch.no_grad()
+def rank_scores(weight: torch.Tensor, sparsity: float, slope: float = 6.0) -> torch.Tensor:
+    """Keep probabilities from magnitude ranks (``ProbMaskConfig.score_start="erk_ranks"``): σ(slope·(q − c)/w),
+    q = (rank of |w| + 0.5)/n (0 smallest), c = ``sparsity``, w = min(c, 1 − c): 0.5 at the layer's cut, towards 1
+    above it and 0 below, the same steepness relative to the kept and the pruned share of the layer."""
+    flat = weight.detach().abs().flatten()
+    ranks = torch.empty_like(flat)
+    ranks[flat.argsort(stable=True)] = torch.arange(flat.numel(), dtype=flat.dtype, device=flat.device)
+    q = (ranks + 0.5) / flat.numel()
+    width = max(min(sparsity, 1.0 - sparsity), 1.0 / flat.numel())
+    return torch.sigmoid(slope * (q - sparsity) / width).view_as(weight)
+
+
 class ConcreteMask(nn.Module):
     """Parametrization w -> w ⊙ m, m = σ(τ·(logit s + ℓ)), ℓ ~ Logistic(0, 1): ProbMask's binary-concrete mask.
     With ``fixed`` set, a given 0/1 mask is used instead (scoring the final draws)."""
@@ -222,7 +247,13 @@ class ProbMaskLearner(Learner):
         self.generator = torch.Generator(device=next(student.parameters()).device).manual_seed(config.seed)
         self.attach(student, config, lambda i, n, w: ConcreteMask(w, self.options.score_init, self.options.logit_eps,
                                                                     self.generator))
-        self.start = {n: 0.0 for n in self.layers}  # every keep probability at 1: ProbMask starts dense, not at ERK
+        if self.options.score_start == "erk_ranks":
+            with torch.no_grad():
+                for n, m in self.mods().items():
+                    m.score.copy_(rank_scores(self.originals()[n], allocation[n], self.options.score_start_slope))
+            self.start = dict(allocation)
+        else:
+            self.start = {n: 0.0 for n in self.layers}  # every keep probability at 1: ProbMask starts dense, not at ERK
 
     def scores(self) -> list[nn.Parameter]:
         return [m.score for m in self.mods().values()]

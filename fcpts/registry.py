@@ -11,7 +11,7 @@ columns) and where it runs in a sweep:
 |---|---|---|---|
 | ``dense`` | ``dense`` | ``-`` | ``-`` |
 | ``allocation`` | ``uniform global erk lamp pot`` | ``a`` / ``b`` / ``c`` (``fcpts.baselines``) | ``-`` |
-| ``learner`` | ``fcpts fcpts-kde fcpts-ste str probmask dsa`` | ``c`` (the same reconstruction budget) | ``-`` |
+| ``learner`` | ``fcpts fcpts-kde fcpts-ste str probmask dsa`` (+ ``str-adapted probmask-adapted dsa-adapted``) | ``c`` (the same reconstruction budget) | ``-`` |
 | ``training`` | ``prune_train-uniform prune_train-global`` | ``finetune`` / ``scratch`` | a schedule name |
 | ``training`` | ``dst-ee rigl`` (dynamic sparse training, no schedule) | ``finetune`` / ``scratch`` | ``-`` |
 
@@ -23,6 +23,7 @@ update, dynamic sparse training). Adding a method is one ``register(Method(...))
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from .baselines import TIERS, prune_baseline
-from .calibration import recalibrate_bn
+from .calibration import recalibrate_bn, split_holdout
 from .config import Config
 from .dsa import DsaConfig, DsaLearner
 from .dst import DstConfig, dst_train
@@ -40,6 +41,7 @@ from .learners import ProbMaskConfig, ProbMaskLearner, StrConfig, StrLearner
 from .pot import PotConfig
 from .prune_train import PruneTrainConfig, prune_train
 from .learner import FcptsLearner
+from .selection import teacher_agreement
 from .sparsify import learn_allocation
 
 NONE = "-"
@@ -101,6 +103,7 @@ class Method:
     tier_b_reuses_a: bool = False  # allocation: tier b re-estimates BN on tier a's model (POT: a costly tier a)
     extra_settings: Callable[[RunContext, "RunSpec"], dict | None] | None = None  # more of what changes a row
     check_options: Callable[[Any], None] | None = None  # raise ValueError for options the method cannot run
+    label_free: "LabelFreeGrid | None" = None  # learners: one option chosen without labels on held-out images
 
     @property
     def display(self) -> str:
@@ -127,7 +130,10 @@ class Method:
                     "dst": {"name": self.name, **options}}
         extra = {}
         if self.options is not None:
-            extra["learner"] = {"name": self.name, **ctx.options(self).to_dict()}
+            extra["learner"] = {"name": self.name, **{k: v for k, v in ctx.options(self).to_dict().items()
+                                                      if _ADDED_OPTIONS.get(k, _NO) != v}}
+        if self.label_free is not None:
+            extra["label_free"] = dataclasses.asdict(self.label_free)
         if self.config_overrides:
             extra["config_overrides"] = dict(self.config_overrides)
         return extra or None
@@ -135,7 +141,8 @@ class Method:
 
 # Options added after rows were committed, with the value those rows were computed with: hashed only when they
 # differ from it, so the committed rows keep their keys and a row computed any other way gets a new one.
-_ADDED_OPTIONS = {"ties": "topk"}
+_ADDED_OPTIONS = {"ties": "topk", "threshold_lr_scale": 1.0, "score_start": "constant", "score_start_slope": 6.0,
+                  "train_masks": "bernoulli"}
 _NO = object()
 
 METHODS: dict[str, Method] = {}
@@ -261,18 +268,50 @@ def _run_allocation(ctx: RunContext, spec: RunSpec):
     return pruned, info
 
 
+@dataclass(frozen=True)
+class LabelFreeGrid:
+    """How an adapted learner picks one of its options without labels: every value of ``field`` learns on the
+    calibration images minus ``holdout`` seeded ones (the kit recipe's hold-out), and the run whose KD loss
+    against the dense model on the held-out images is lowest is the row."""
+
+    field: str
+    values: tuple
+    holdout: int = 64
+
+
+def _learner_info(result, steps: int) -> dict:
+    drift = max(abs(result.allocation[n] - s) for n, s in result.init_allocation.items())
+    return dict(steps=steps, wall_time=result.wall_time, allocation_drift=drift,
+                sparsity_before_projection=result.sparsity_before_projection, allocation=result.allocation,
+                trajectory=[h["sparsity"] for h in result.history], result=result,
+                selected=result.selection["chosen"] if result.selection else NONE)
+
+
 def _learner_runner(make: Callable[[Any], Any]):
     def run(ctx: RunContext, spec: RunSpec):
         method = METHODS[spec.method]
         cfg = ctx.config_for(spec.seed)
         if method.config_overrides:
             cfg = cfg.replace(**method.config_overrides)
-        result = learn_allocation(ctx.model, ctx.bundle(spec.seed).calib, spec.target, cfg, make(ctx.options(method)))
-        drift = max(abs(result.allocation[n] - s) for n, s in result.init_allocation.items())
-        return result.model, dict(steps=cfg.steps, wall_time=result.wall_time, allocation_drift=drift,
-                                  sparsity_before_projection=result.sparsity_before_projection,
-                                  allocation=result.allocation, trajectory=[h["sparsity"] for h in result.history],
-                                  result=result, selected=result.selection["chosen"] if result.selection else NONE)
+        calib = ctx.bundle(spec.seed).calib
+        grid = method.label_free
+        if grid is None:
+            result = learn_allocation(ctx.model, calib, spec.target, cfg, make(ctx.options(method)))
+            return result.model, _learner_info(result, cfg.steps)
+        train, held = split_holdout(calib, grid.holdout, cfg.seed)
+        best, scores, wall = None, {}, 0.0
+        for value in grid.values:
+            options = ctx.options(method).replace(**{grid.field: value})
+            result = learn_allocation(ctx.model, train, spec.target, cfg, make(options))
+            wall += result.wall_time
+            scores[value] = teacher_agreement(result.model, ctx.model, held.split(cfg.batch_size), cfg.temperature,
+                                              ctx.device)["kd"]
+            if best is None or scores[value] < scores[best[0]]:  # a tie keeps the earlier (smaller) value
+                best = (value, result)
+        value, result = best
+        info = _learner_info(result, cfg.steps)
+        # the cost of the whole grid is the row's cost
+        return result.model, {**info, "wall_time": wall, "selected": f"{grid.field}={value:g}", "holdout_kd": scores}
     return run
 
 
@@ -347,6 +386,22 @@ register(Method("dsa", "learner", _learner_runner(DsaLearner),
                 "DSA-style (unstructured, parameter budget): keep ratios with an ADMM budget",
                 label="DSA-style (unstructured, parameter budget)", short="DSA-style", color="#e377c2",
                 options=DsaConfig))
+# The learners' fair post-training adaptations (options beside the faithful defaults; method.md §7): each picks its
+# learning rate (DSA-style: β₂) without labels on the 64 held-out calibration images.
+register(Method("str-adapted", "learner", _learner_runner(StrLearner),
+                "STR with its thresholds' learning rate chosen without labels", label="STR (adapted)",
+                color="#aec7e8", variant_of="str", options=StrConfig,
+                label_free=LabelFreeGrid("threshold_lr_scale", (0.3, 1.0, 3.0))))
+register(Method("probmask-adapted", "learner", _learner_runner(ProbMaskLearner),
+                "ProbMask started from ERK's magnitude ranks, the budget held from the start, its score lr chosen "
+                "without labels", label="ProbMask (adapted)", color="#98df8a", variant_of="probmask",
+                options=lambda: ProbMaskConfig(score_start="erk_ranks", ramp_start=0.0, ramp_end=0.01),
+                label_free=LabelFreeGrid("score_lr", (2e-3, 6e-3, 2e-2))))
+register(Method("dsa-adapted", "learner", _learner_runner(DsaLearner),
+                "DSA-style with deterministic top-|w| masks at its keep ratios (straight-through), β₂ chosen "
+                "without labels", label="DSA-style (adapted)", short="DSA-style (adapted)", color="#f7b6d2",
+                variant_of="dsa", options=lambda: DsaConfig(train_masks="topk"),
+                label_free=LabelFreeGrid("beta2", (1.0, 4.0, 16.0))))
 for _allocation, _color in (("uniform", "#17becf"), ("global", "#bcbd22")):
     register(Method(f"prune_train-{_allocation}", "training", _run_training,
                     f"training-aware pruning with labels, {'per-layer (uniform)' if _allocation == 'uniform' else 'global'}"

@@ -5,6 +5,7 @@
     table = run_comparison(Config.quick_cpu(), out_csv="data/comparison_digits.csv")
 
     fcpts sweep --out data/comparison_digits.csv --targets 0.5 0.7 0.8 0.9 0.95 --seeds 0
+    fcpts sweep --dataset fashion-mnist --recipe kit --methods --schedules     # -> data/comparison_fashion-mnist.csv
     (python -m fcpts.runner ... is the same command)
 
 Three steps: ``plan`` (every requested row as a keyed ``Job``, a pure function of the request), ``execute``
@@ -45,8 +46,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .baselines import TIERS
-from .config import Config, check_target
+from .config import RECIPES, Config, check_target
 from .masking import count_zeros
+from .models import EMBEDDED_DATASETS
 from .pot import PotConfig
 from .prune_train import PruneTrainConfig
 from .registry import METHODS, NONE, RunContext, RunSpec, get_method, names, phase, training_method, variants
@@ -310,9 +312,14 @@ def _parse_shard(parser: argparse.ArgumentParser, text: str | None) -> tuple[int
 def build_parser(prog: str = "fcpts sweep") -> argparse.ArgumentParser:
     """The sweep's command line (``fcpts sweep``; ``python -m fcpts.runner`` is the same)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="data/comparison_digits.csv", help="CSV to write (and resume from)")
+    parser.add_argument("--out", default=None,
+                        help="CSV to write (and resume from); default data/comparison_<dataset>.csv")
     parser.add_argument("--json", default=None, help="JSON copy (default: the CSV path with .json)")
     parser.add_argument("--config", default=None, help="YAML Config (default: Config.quick_cpu())")
+    parser.add_argument("--dataset", default=None, choices=EMBEDDED_DATASETS,
+                        help="the embedded default on another bundled dataset: Config.quick_cpu(dataset=...)")
+    parser.add_argument("--recipe", default=None, choices=RECIPES,
+                        help="FCPTS's recipe (Config.with_recipe): released (the default) or kit")
     parser.add_argument("--targets", type=float, nargs="+", default=list(DEFAULT_TARGETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="*", default=list(names(family="allocation")),
@@ -353,6 +360,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m fcpts.runner") ->
             print(f"{path}: {label_loop_rows(path)} row(s) labelled")
         return 0
     if args.merge:
+        if args.out is None:
+            parser.error("--merge needs --out: the table the rows go to")
         try:
             table = merge_tables(args.out, args.merge)
         except FileNotFoundError as exc:
@@ -361,7 +370,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m fcpts.runner") ->
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = Config.from_yaml(args.config) if args.config else Config.quick_cpu()
+    if args.config and args.dataset:
+        parser.error("--dataset sets up the embedded default; put dataset: in the --config file instead")
+    config = Config.from_yaml(args.config) if args.config else Config.quick_cpu(dataset=args.dataset or "digits")
+    if args.recipe is not None:
+        config = config.with_recipe(args.recipe)
+    args.out = args.out or f"data/comparison_{config.dataset}.csv"
     if args.steps is not None:
         config = config.replace(steps=args.steps)
     if args.model is not None:

@@ -317,8 +317,8 @@ def _train(run: _Run) -> None:
 
 def _set_lr(run: _Run, step: int) -> float:
     lr = lr_at(step, run.config.steps, run.base_lr, run.warmup, run.config.lr_schedule)
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
+    for group in run.optimizer.param_groups:  # a learner's group may run at a multiple of it ("lr_scale")
+        group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
     if run.extra_optimizer is not None:  # the learner's own optimiser follows the same warm-up + cosine shape
         for group, base in zip(run.extra_optimizer.param_groups, run.extra_base_lrs):
             group["lr"] = base * lr / run.base_lr if run.base_lr > 0 else base

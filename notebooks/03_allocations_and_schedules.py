@@ -28,7 +28,7 @@
 # the rest.
 
 # %% tags=["parameters"]
-mode: str = "quick"  # quick: CPU, minutes | ci: smallest, for tests | full: the paper's ImageNet recipe (params/<mode>.yaml)
+mode: str = "quick"  # quick: CPU, minutes | ci: smallest, for tests | fashion: quick on Fashion-MNIST | full: the paper's ImageNet recipe (params/<mode>.yaml)
 data_root: str = ""  # full mode: the folder holding train/ and val/; empty: $IMAGENET_ROOT, else data/imagenet
 target: float = 0.8  # target global sparsity S* the time figure shows beside 90 %
 seed: int = 0  # one seed: calibration sample, augmentations, initialisation

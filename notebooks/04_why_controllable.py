@@ -30,7 +30,7 @@
 # the rest.
 
 # %% tags=["parameters"]
-mode: str = "quick"  # quick: CPU, minutes | ci: smallest, for tests | full: the paper's ImageNet recipe (params/<mode>.yaml)
+mode: str = "quick"  # quick: CPU, minutes | ci: smallest, for tests | fashion: quick on Fashion-MNIST | full: the paper's ImageNet recipe (params/<mode>.yaml)
 data_root: str = ""  # full mode: the folder holding train/ and val/; empty: $IMAGENET_ROOT, else data/imagenet
 target: float = 0.8  # target global sparsity S* the figures mark
 seed: int = 0  # one seed: calibration sample, augmentations, initialisation
@@ -66,7 +66,7 @@ from fcpts.registry import names
 # details are options.
 
 # %%
-table, current = nb.comparison(config, run, kind="learners", methods=names(family="learner", role="competitor"), tiers=("c",), schedules=())
+table, current = nb.comparison(config, run, kind="learners", methods=names(family="learner", role="competitor", default=True), tiers=("c",), schedules=())
 found = nb.read_learners(run.results, config.dataset)
 
 # %% tags=["nbval-check-output"]

@@ -26,7 +26,7 @@
 # How to run it: Run All in JupyterLab (`make lab`), seconds; the README has the rest.
 
 # %% tags=["parameters"]
-mode: str = "quick"  # quick: CPU, minutes | ci: smallest, for tests | full: the paper's ImageNet recipe (params/<mode>.yaml)
+mode: str = "quick"  # quick: CPU, minutes | ci: smallest, for tests | fashion: quick on Fashion-MNIST | full: the paper's ImageNet recipe (params/<mode>.yaml)
 data_root: str = ""  # full mode: the folder holding train/ and val/; empty: $IMAGENET_ROOT, else data/imagenet
 target: float = 0.8  # target global sparsity S* the figures mark
 seed: int = 0  # one seed: calibration sample, augmentations, initialisation

@@ -36,7 +36,7 @@ def test_setup_takes_the_mode_and_the_namespace_overrides_it(capsys):
 def test_the_default_mode_is_quick_and_an_unknown_mode_says_which_exist():
     run = nb.session({})
     assert run.mode == "quick" and run.results == REPO_ROOT / "results/notebooks" and run.max_new_runs == 0
-    with pytest.raises(ValueError, match="no params/fast.yaml; choose one of ci, full, quick, refresh"):
+    with pytest.raises(ValueError, match="no params/fast.yaml; choose one of ci, fashion, full, quick, refresh"):
         nb.session(dict(mode="fast"))
 
 

@@ -118,6 +118,25 @@ def test_cli_parses_and_rejects_bad_input(tmp_path):
         runner.main(["--help"])
 
 
+def test_cli_dataset_and_recipe_choose_the_embedded_config_and_the_default_table(monkeypatch):
+    """--dataset/--recipe build Config.quick_cpu(dataset=...).with_recipe(...); without --out the table is
+    data/comparison_<dataset>.csv under the current folder."""
+    calls = []
+    monkeypatch.setattr(runner, "run_comparison", lambda config, *a, **kw: calls.append((config, a[3])) or pd.DataFrame())
+    assert runner.main(["--dataset", "fashion-mnist", "--recipe", "kit", "--steps", "7"]) == 0
+    assert calls[-1] == (Config.quick_cpu(dataset="fashion-mnist", steps=7).with_recipe("kit"),
+                         "data/comparison_fashion-mnist.csv")
+    assert calls[-1][0].select_holdout == 64
+    assert runner.main(["--recipe", "released"]) == 0
+    assert calls[-1] == (Config.quick_cpu(), "data/comparison_digits.csv")
+    with pytest.raises(SystemExit):  # a dataset is either the embedded default's or the config file's
+        runner.main(["--dataset", "fashion-mnist", "--config", "params/quick.yaml"])
+    with pytest.raises(SystemExit):
+        runner.main(["--dataset", "imagenet"])
+    with pytest.raises(SystemExit):
+        runner.main(["--merge", "a.csv"])
+
+
 def test_pot_tier_b_from_the_memo_equals_a_fresh_run(tmp_path):
     from fcpts.baselines import prune_baseline
 
@@ -162,7 +181,8 @@ def test_a_filtered_merge_copies_only_the_rows_it_accepts_with_their_outcomes(tm
 
 
 def test_registry_names_every_method_once_with_one_calling_convention():
-    assert registry.names(family="learner", role="competitor") == ["str", "probmask", "dsa"]
+    assert registry.names(family="learner", role="competitor", default=True) == ["str", "probmask", "dsa"]
+    assert registry.names(family="learner", role="competitor")[3:] == ["str-adapted", "probmask-adapted", "dsa-adapted"]
     assert {"dense", "uniform", "global", "erk", "lamp", "pot", "fcpts", "prune_train-uniform"} <= set(registry.METHODS)
     for name, method in registry.METHODS.items():
         assert method.name == name and method.family in registry.FAMILY_PHASE and method.description

@@ -18,7 +18,7 @@ import yaml
 
 from ..config import Config
 from ..data import REPO_ROOT, CalibrationSubset, DataBundle, load_data
-from ..models import resolve_dense_model
+from ..models import EMBEDDED_DATASETS, resolve_dense_model
 
 SHARED_PARAMETERS = ("mode", "data_root", "target", "seed")  # every notebook's parameters cell starts with these
 REFERENCE_DIR = "data"  # the committed result files
@@ -37,14 +37,14 @@ def repo_path(path: str | os.PathLike[str]) -> Path:
 def make_config(dataset: str = "digits", data_root: str = "", model: str = "resnet50", weights: str = "",
                 image_size: int = 32, calib_size: int = 512, steps: int = 150, batch_size: int = 64,
                 target: float = 0.8, seed: int = 0, progress: bool = False, **overrides: Any) -> Config:
-    """The one Config of a notebook run: the embedded preset for digits, the released recipe otherwise,
-    with the notebook's parameters on top. ``progress``: bars on the long steps (dense training, FCPTS,
+    """The one Config of a notebook run: the embedded preset for the bundled datasets (digits, Fashion-MNIST),
+    the released recipe otherwise, with the notebook's parameters on top. ``progress``: bars on the long steps (dense training, FCPTS,
     comparison rows); off under papermill, which would store every update."""
     values = dict(dataset=dataset, data_root=data_root, model=model, weights=weights, image_size=int(image_size),
                   calib_size=int(calib_size), steps=int(steps), batch_size=int(batch_size), target=float(target),
                   seed=int(seed), progress=bool(progress))
     values.update(overrides)
-    return Config.quick_cpu(**values) if dataset == "digits" else Config.released(**values)
+    return Config.quick_cpu(**values) if dataset in EMBEDDED_DATASETS else Config.released(**values)
 
 
 def run_tag(config: Config) -> str:

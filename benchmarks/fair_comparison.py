@@ -1,0 +1,273 @@
+"""Do the digits conclusions survive a harder dataset, fair learners and a longer schedule? (issue #25)
+
+Every part is a list of runner sweeps (``fcpts.runner.run_comparison``): resumable (a finished row is never
+computed again), split into shards (one process per core, ``--shard I/N``, each appending to
+``data/sweeps/<part>_<I>.csv``), joined into the part's table by ``--merge``. Rows are keyed by everything that
+changes them, so the parts' tables can be merged in any order, and an interrupted part resumes where it stopped.
+
+    python -m benchmarks.fair_comparison --part fashion --shard 0/2 &   # and --shard 1/2 beside it
+    python -m benchmarks.fair_comparison --merge                        # every part's shards into its table
+    python -m benchmarks.fair_comparison --report                       # -> benchmarks/results/fair_comparison.md
+
+Parts (``PARTS``): ``fashion`` (the main comparison on Fashion-MNIST, seed 0 first, then 1 and 2),
+``fashion-kit`` (FCPTS with the kit recipe there), ``adapted`` and ``adapted-fashion`` (the learners' fair
+adaptations at 80/90/95 %), ``long95-digits`` and ``long95-fashion`` (FCPTS and STR at 95 % with longer schedules).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks._common import RESULTS, ROOT, set_threads
+from fcpts import Config, runner
+from fcpts.config import at_target
+from fcpts.registry import METHODS, label, names
+from fcpts.table import merge_tables, paired_over_seeds, read_table
+
+SWEEPS = ROOT / "data" / "sweeps"
+TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
+HIGH = (0.8, 0.9, 0.95)  # where the learners' adaptations are compared
+SEEDS = (0, 1, 2)
+FAITHFUL = ("str", "probmask", "dsa")
+ADAPTED = tuple(f"{name}-adapted" for name in FAITHFUL)
+MAIN_METHODS = ("uniform", "global", "erk", "lamp", "pot") + FAITHFUL + ("dst-ee", "rigl")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One ``run_comparison`` call: the embedded default on ``dataset`` with ``recipe`` and ``steps``."""
+
+    dataset: str
+    methods: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = SEEDS
+    targets: tuple[float, ...] = TARGETS
+    recipe: str = "released"
+    steps: int = 150
+    tiers: tuple[str, ...] = ()
+    schedules: tuple[str, ...] = ()
+    fcpts: bool = True
+    dense: bool = True
+
+    def config(self) -> Config:
+        return Config.quick_cpu(dataset=self.dataset, steps=self.steps).with_recipe(self.recipe)
+
+
+@dataclass(frozen=True)
+class Part:
+    table: str  # the table its shards merge into (under data/)
+    sweeps: tuple[Sweep, ...] = field(default_factory=tuple)
+
+
+def _main(seeds):
+    return Sweep("fashion-mnist", MAIN_METHODS, seeds, tiers=("b", "c"), schedules=("one_cycle",))
+
+
+def _long95(dataset: str, steps: tuple[int, ...]) -> tuple[Sweep, ...]:
+    return tuple(s for n in steps for s in (Sweep(dataset, ("str",), targets=(0.95,), steps=n),
+                                            Sweep(dataset, (), targets=(0.95,), steps=n, recipe="kit", dense=False)))
+
+
+PARTS = {
+    "fashion": Part("comparison_fashion-mnist.csv", (_main((0,)), _main((1, 2)))),
+    "fashion-kit": Part("comparison_fashion-mnist.csv",
+                        (Sweep("fashion-mnist", recipe="kit", dense=False, fcpts=True),)),
+    "adapted": Part("learners_digits.csv", (Sweep("digits", ADAPTED, targets=HIGH, fcpts=False),)),
+    "adapted-fashion": Part("comparison_fashion-mnist.csv",
+                            (Sweep("fashion-mnist", ADAPTED, targets=HIGH, fcpts=False),)),
+    "long95-digits": Part("long95_digits.csv", _long95("digits", (150, 600, 1600))),
+    # the 150-step rows at 95 % are the main comparison's (fashion, fashion-kit): the report reads them there
+    "long95-fashion": Part("long95_fashion-mnist.csv", _long95("fashion-mnist", (600,))),
+}
+# the shard files of the first runs had these names; keep them so those runs resume
+SHARD_STEM = {"fashion": "fashion_main", "fashion-kit": "fashion_kit"}
+
+
+def shard_path(part: str, index: int) -> Path:
+    return SWEEPS / f"{SHARD_STEM.get(part, part.replace('-', '_'))}_{index}.csv"
+
+
+def run_part(part: str, shard: tuple[int, int], progress: bool = False) -> None:
+    out = shard_path(part, shard[0])
+    for sweep in PARTS[part].sweeps:
+        runner.run_comparison(sweep.config(), sweep.methods, sweep.targets, sweep.seeds, out, tiers=sweep.tiers,
+                              fcpts=sweep.fcpts, dense=sweep.dense, schedules=sweep.schedules, progress=progress,
+                              shard=shard, train_dense=False)
+
+
+def merge(parts=tuple(PARTS)) -> dict[str, int]:
+    """Every part's shard files into its table; returns the rows per table."""
+    rows = {}
+    for table in dict.fromkeys(PARTS[p].table for p in parts):
+        shards = sorted(path for p in parts if PARTS[p].table == table
+                        for path in SWEEPS.glob(f"{SHARD_STEM.get(p, p.replace('-', '_'))}_[0-9]*.csv"))
+        if shards:
+            rows[table] = len(merge_tables(ROOT / "data" / table, shards))
+    return rows
+
+
+# ----- the report ----------------------------------------------------------------------------------------------
+def row_label(row) -> str:
+    """How the report names a row: FCPTS by recipe, allocations by tier, learners faithful or adapted."""
+    method = METHODS[row.method]
+    if row.method == names(role="proposed", default=True)[0]:
+        return "FCPTS (kit)" if row.selected not in ("-", "") and isinstance(row.selected, str) else "FCPTS (released)"
+    if method.family == "allocation":
+        return f"{label(row.method)}, tier {row.tier}"
+    if method.family == "learner":
+        return label(row.method) if method.variant_of else f"{label(row.method)} (faithful)"
+    if method.family == "training" and method.scheduled:
+        return f"prune + train, {row.schedule.replace('_', '-')}"
+    return label(row.method, short=True)
+
+
+def labelled(path: Path) -> pd.DataFrame:
+    table = read_table(path)
+    table = table[~table["loop"].astype(str).str.startswith("legacy")]
+    return table.assign(label=[row_label(r) for r in table.itertuples()], path=str(path))
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def cell(rows: pd.DataFrame) -> str:
+    from fcpts.stats import bootstrap_interval
+    from fcpts.table import outcome_matrix
+
+    if rows.empty:
+        return "–"
+    rows = rows.drop_duplicates("seed", keep="last").sort_values("seed")
+    return f"{bootstrap_interval(outcome_matrix(rows.path.iloc[0], rows)).points()} (n={len(rows)})"
+
+
+def paired(a: pd.DataFrame, b: pd.DataFrame):
+    if a.empty or b.empty:
+        return None
+    found = paired_over_seeds(a.path.iloc[0], a.sort_values("seed"), b.path.iloc[0], b.sort_values("seed"))
+    return None if found is None else found[0]
+
+
+def comparison_section(path: Path) -> list[str]:
+    if not path.exists():
+        return [f"## {path.name}", "", "Not run yet."]
+    table = labelled(path)
+    dense = table[table.method == "dense"]
+    pruned = table[table.method != "dense"]
+    labels = sorted(pruned.label.unique(), key=lambda s: (not s.startswith("FCPTS"), s))
+    lines = [f"## Every method on {table.dataset.iloc[0]} (`{shown(path)}`)", "",
+             f"Top-1 (%) on all {int(table.n_test.iloc[0]):,} test images: mean over the seeds with its 95 % "
+             f"interval over seeds and images, n = seeds. Dense: {100 * dense.top1.mean():.2f} %.", ""]
+    lines += ["| method | " + " | ".join(f"{t:.0%}" for t in TARGETS) + " |", "|---" * (len(TARGETS) + 1) + "|"]
+    for lab in labels:
+        rows = pruned[pruned.label == lab]
+        lines.append(f"| {lab} | " + " | ".join(cell(rows[at_target(rows.target, t)]) for t in TARGETS) + " |")
+    lines += ["", "FCPTS (released) against every other row, paired on the same images and seeds "
+              "(beats / within noise / beaten by; a verdict only when the 95 % interval excludes 0):", "",
+              "| target | beats | within noise | beaten by | not yet run |", "|---|---|---|---|---|"]
+    mine_all = pruned[pruned.label == "FCPTS (released)"]
+    for t in TARGETS:
+        mine = mine_all[at_target(mine_all.target, t)]
+        counts = {"beats": [], "noise": [], "beaten": [], "missing": []}
+        for lab in labels:
+            if lab == "FCPTS (released)":
+                continue
+            other = pruned[(pruned.label == lab) & at_target(pruned.target, t)]
+            d = paired(mine, other)
+            kind = "missing" if d is None else "beaten" if d.high < 0 else "beats" if d.low > 0 else "noise"
+            counts[kind].append(lab if d is None else f"{lab} {d.signed()}")
+        lines.append(f"| {t:.0%} | {len(counts['beats'])} | {len(counts['noise'])}"
+                     + (f" ({'; '.join(counts['noise'])})" if counts["noise"] else "")
+                     + f" | {len(counts['beaten'])}" + (f" ({'; '.join(counts['beaten'])})" if counts["beaten"] else "")
+                     + f" | {len(counts['missing'])} |")
+    return lines
+
+
+def adapted_section(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    table = labelled(path)
+    rows = []
+    for faithful in FAITHFUL:
+        for t in HIGH:
+            both = [table[(table.method == m) & at_target(table.target, t)] for m in (faithful, f"{faithful}-adapted")]
+            if both[1].empty:
+                continue
+            seeds = sorted(set(both[0].seed) & set(both[1].seed))
+            both = [b[b.seed.isin(seeds)] for b in both]
+            d = paired(both[1], both[0])
+            rows.append(f"| {label(faithful)} | {t:.0%} | "
+                        + " | ".join(f"{100 * b.sparsity_before_projection.mean():.1f} | {cell(b)}" for b in both)
+                        + f" | {'–' if d is None else d.signed()} | {', '.join(sorted(set(both[1].selected)))} |")
+    if not rows:
+        return []
+    return ([f"### Faithful against adapted learners (`{shown(path)}`)", "",
+             "S before = the sparsity of the learner's own masks before the exact projection (%); top-1 after it, "
+             "with its 95 % interval; the difference is adapted − faithful on the same images and seeds.", "",
+             "| learner | target | faithful S before | faithful top-1 | adapted S before | adapted top-1 | "
+             "adapted − faithful | chosen without labels |", "|---|---|---|---|---|---|---|---|"] + rows)
+
+
+def long95_section(paths: list[Path]) -> list[str]:
+    """FCPTS and STR at 95 % by schedule length; each (steps, row label) from the first of ``paths`` that has it."""
+    paths = [p for p in paths if p.exists()]
+    if not paths:
+        return []
+    frames = [labelled(p) for p in paths]
+    frames = [f[at_target(f.target, 0.95) & (f.method != "dense")] for f in frames]
+    table = pd.concat(frames, ignore_index=True)
+    first = table.groupby(["steps", "label"]).path.transform("first")
+    table = table[table.path == first]
+    lines = [f"### 95 % over the schedule length on {table.dataset.iloc[0]} "
+             f"({', '.join(f'`{shown(p)}`' for p in paths)})", "",
+             "| steps | FCPTS (released) | FCPTS (kit) | STR (faithful) | FCPTS (released) − STR | FCPTS (kit) − STR |",
+             "|---|---|---|---|---|---|"]
+    for steps in sorted(table.steps.unique()):
+        at = table[table.steps == steps]
+        parts = {lab: at[at.label == lab] for lab in ("FCPTS (released)", "FCPTS (kit)", "STR (faithful)")}
+        diffs = [paired(parts[lab], parts["STR (faithful)"]) for lab in ("FCPTS (released)", "FCPTS (kit)")]
+        lines.append(f"| {steps} | " + " | ".join(cell(p) for p in parts.values()) + " | "
+                     + " | ".join("–" if d is None else d.signed() for d in diffs) + " |")
+    return lines
+
+
+def report() -> str:
+    lines = ["# Fair comparison: a second dataset, fair learners, a longer schedule",
+             "", "Written by `python -m benchmarks.fair_comparison --report` from the committed tables.", ""]
+    fashion = ROOT / "data" / PARTS["fashion"].table
+    lines += comparison_section(fashion) + [""]
+    for path in (ROOT / "data" / PARTS["adapted"].table, fashion):
+        lines += adapted_section(path) + [""]
+    lines += long95_section([ROOT / "data" / PARTS["long95-digits"].table]) + [""]
+    lines += long95_section([ROOT / "data" / PARTS["long95-fashion"].table, fashion]) + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fair_comparison", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=list(PARTS), help="run this part (resumable)")
+    parser.add_argument("--shard", default="0/1", metavar="I/N", help="this process's share of the part")
+    parser.add_argument("--merge", action="store_true", help="join every part's shard files into its table")
+    parser.add_argument("--report", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}/fair_comparison.md")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    if not (args.part or args.merge or args.report):
+        parser.error("say what to do: --part NAME, --merge and/or --report")
+    if args.part:
+        set_threads(args.threads)
+        run_part(args.part, runner.parse_shard(args.shard), args.progress)
+    if args.merge:
+        for table, n in merge().items():
+            print(f"{n} rows in data/{table}")
+    if args.report:
+        out = RESULTS / "fair_comparison.md"
+        out.write_text(report())
+        print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
