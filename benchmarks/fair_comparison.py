@@ -11,7 +11,8 @@ changes them, so the parts' tables can be merged in any order, and an interrupte
 
 Parts (``PARTS``): ``fashion`` (the main comparison on Fashion-MNIST, seed 0 first, then 1 and 2),
 ``fashion-kit`` (FCPTS with the kit recipe there), ``adapted`` and ``adapted-fashion`` (the learners' fair
-adaptations at 80/90/95 %), ``long95-digits`` and ``long95-fashion`` (FCPTS and STR at 95 % with longer schedules).
+adaptations at 80/90/95 %), ``long95-digits`` (FCPTS and STR at 95 % with 150, 600 and 1,600 steps) and
+``long95-fashion`` (600 steps; the 150-step rows are the main comparison's).
 """
 from __future__ import annotations
 
@@ -89,20 +90,26 @@ def shard_path(part: str, index: int) -> Path:
     return SWEEPS / f"{SHARD_STEM.get(part, part.replace('-', '_'))}_{index}.csv"
 
 
+def shard_files(part: str) -> list[Path]:
+    return sorted(SWEEPS.glob(f"{SHARD_STEM.get(part, part.replace('-', '_'))}_[0-9]*.csv"))
+
+
 def run_part(part: str, shard: tuple[int, int], progress: bool = False) -> None:
+    """This process's share of ``part``; rows in the part's other shard files or its merged table count as done
+    (so a part may resume with another number of processes)."""
     out = shard_path(part, shard[0])
+    done = [p for p in shard_files(part) if p != out] + [ROOT / "data" / PARTS[part].table]
     for sweep in PARTS[part].sweeps:
         runner.run_comparison(sweep.config(), sweep.methods, sweep.targets, sweep.seeds, out, tiers=sweep.tiers,
                               fcpts=sweep.fcpts, dense=sweep.dense, schedules=sweep.schedules, progress=progress,
-                              shard=shard, train_dense=False)
+                              shard=shard, train_dense=False, also_done=done)
 
 
 def merge(parts=tuple(PARTS)) -> dict[str, int]:
     """Every part's shard files into its table; returns the rows per table."""
     rows = {}
     for table in dict.fromkeys(PARTS[p].table for p in parts):
-        shards = sorted(path for p in parts if PARTS[p].table == table
-                        for path in SWEEPS.glob(f"{SHARD_STEM.get(p, p.replace('-', '_'))}_[0-9]*.csv"))
+        shards = sorted(path for p in parts if PARTS[p].table == table for path in shard_files(p))
         if shards:
             rows[table] = len(merge_tables(ROOT / "data" / table, shards))
     return rows
@@ -129,6 +136,15 @@ def labelled(path: Path) -> pd.DataFrame:
     return table.assign(label=[row_label(r) for r in table.itertuples()], path=str(path))
 
 
+def check_one_setting(table: pd.DataFrame, by: list[str]) -> None:
+    """Each report cell pools one setting: two rows of one label, target and seed that differ in anything else
+    (another config hash) would be silently reduced to one, so they are an error here."""
+    clash = table.groupby(by + ["label", "target", "seed"]).config_hash.nunique()
+    if (clash > 1).any():
+        raise ValueError(f"rows of different settings share a report cell: {clash[clash > 1].index.tolist()[:3]}; "
+                         "keep one setting per table (or per schedule length) and rerun --report")
+
+
 def shown(path: Path) -> str:
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
@@ -139,14 +155,15 @@ def cell(rows: pd.DataFrame) -> str:
 
     if rows.empty:
         return "–"
-    rows = rows.drop_duplicates("seed", keep="last").sort_values("seed")
+    rows = rows.drop_duplicates("seed", keep="last").sort_values("seed", kind="stable")
     return f"{bootstrap_interval(outcome_matrix(rows.path.iloc[0], rows)).points()} (n={len(rows)})"
 
 
 def paired(a: pd.DataFrame, b: pd.DataFrame):
     if a.empty or b.empty:
         return None
-    found = paired_over_seeds(a.path.iloc[0], a.sort_values("seed"), b.path.iloc[0], b.sort_values("seed"))
+    found = paired_over_seeds(a.path.iloc[0], a.sort_values("seed", kind="stable"), b.path.iloc[0],
+                              b.sort_values("seed", kind="stable"))
     return None if found is None else found[0]
 
 
@@ -154,6 +171,7 @@ def comparison_section(path: Path) -> list[str]:
     if not path.exists():
         return [f"## {path.name}", "", "Not run yet."]
     table = labelled(path)
+    check_one_setting(table, [])
     dense = table[table.method == "dense"]
     pruned = table[table.method != "dense"]
     labels = sorted(pruned.label.unique(), key=lambda s: (not s.startswith("FCPTS"), s))
@@ -172,7 +190,7 @@ def comparison_section(path: Path) -> list[str]:
         mine = mine_all[at_target(mine_all.target, t)]
         counts = {"beats": [], "noise": [], "beaten": [], "missing": []}
         for lab in labels:
-            if lab == "FCPTS (released)":
+            if lab == "FCPTS (released)" or (lab.endswith("(adapted)") and t not in HIGH):  # adapted: HIGH only
                 continue
             other = pruned[(pruned.label == lab) & at_target(pruned.target, t)]
             d = paired(mine, other)
@@ -196,6 +214,8 @@ def adapted_section(path: Path) -> list[str]:
             if both[1].empty:
                 continue
             seeds = sorted(set(both[0].seed) & set(both[1].seed))
+            if not seeds:
+                continue
             both = [b[b.seed.isin(seeds)] for b in both]
             d = paired(both[1], both[0])
             rows.append(f"| {label(faithful)} | {t:.0%} | "
@@ -220,6 +240,7 @@ def long95_section(paths: list[Path]) -> list[str]:
     table = pd.concat(frames, ignore_index=True)
     first = table.groupby(["steps", "label"]).path.transform("first")
     table = table[table.path == first]
+    check_one_setting(table, ["steps"])
     lines = [f"### 95 % over the schedule length on {table.dataset.iloc[0]} "
              f"({', '.join(f'`{shown(p)}`' for p in paths)})", "",
              "| steps | FCPTS (released) | FCPTS (kit) | STR (faithful) | FCPTS (released) − STR | FCPTS (kit) − STR |",

@@ -125,13 +125,12 @@ class Method:
                                  if k not in ("seed", "device", "progress", "schedule", "log_every")}}
         if self.family == "training":  # no schedule: the sparsity follows the method's own options
             unused = ("seed", "device", "progress", "schedule", "log_every", "allocation", "schedule_options", "s_i")
-            options = {k: v for k, v in ctx.options(self).to_dict().items() if _ADDED_OPTIONS.get(k, _NO) != v}
+            options = hashed_options(ctx.options(self))
             return {"finetune": {k: v for k, v in ctx.finetune.to_dict().items() if k not in unused},
                     "dst": {"name": self.name, **options}}
         extra = {}
         if self.options is not None:
-            extra["learner"] = {"name": self.name, **{k: v for k, v in ctx.options(self).to_dict().items()
-                                                      if _ADDED_OPTIONS.get(k, _NO) != v}}
+            extra["learner"] = {"name": self.name, **hashed_options(ctx.options(self))}
         if self.label_free is not None:
             extra["label_free"] = dataclasses.asdict(self.label_free)
         if self.config_overrides:
@@ -139,11 +138,24 @@ class Method:
         return extra or None
 
 
-# Options added after rows were committed, with the value those rows were computed with: hashed only when they
-# differ from it, so the committed rows keep their keys and a row computed any other way gets a new one.
-_ADDED_OPTIONS = {"ties": "topk", "threshold_lr_scale": 1.0, "score_start": "constant", "score_start_slope": 6.0,
-                  "train_masks": "bernoulli"}
-_NO = object()
+# Options added to a class after rows were committed, with the values those rows were computed with.
+_ADDED_OPTIONS = {
+    "DstConfig": {"ties": "topk"},
+    "StrConfig": {"threshold_lr_scale": 1.0},
+    "ProbMaskConfig": {"score_start": "constant", "score_start_slope": 6.0},
+    "DsaConfig": {"train_masks": "bernoulli"},
+}
+
+
+def hashed_options(options) -> dict:
+    """The options that fingerprint a row: all fields, except that a class's added options are left out when every
+    one of them has the value the committed rows were computed with (so those rows keep their keys, and any
+    other setting, e.g. ProbMask's slope with an ``erk_ranks`` start, is hashed in full)."""
+    values = options.to_dict()
+    added = _ADDED_OPTIONS.get(type(options).__name__, {})
+    if all(values.get(k) == v for k, v in added.items()):
+        return {k: v for k, v in values.items() if k not in added}
+    return values
 
 METHODS: dict[str, Method] = {}
 FAMILY_PHASE = {"dense": 0, "allocation": 1, "learner": 5, "training": 6}  # cheap rows first in a sweep
@@ -270,13 +282,18 @@ def _run_allocation(ctx: RunContext, spec: RunSpec):
 
 @dataclass(frozen=True)
 class LabelFreeGrid:
-    """How an adapted learner picks one of its options without labels: every value of ``field`` learns on the
-    calibration images minus ``holdout`` seeded ones (the kit recipe's hold-out), and the run whose KD loss
-    against the dense model on the held-out images is lowest is the row."""
+    """How an adapted learner picks its options without labels. Each candidate learns on the calibration images
+    minus ``holdout`` seeded ones (the same images the kit recipe holds out), and the candidate whose KD loss
+    against the dense model on the held-out images is lowest wins. ``choices`` is searched one option at a time
+    (coordinate search): every value of the first option with the others at their defaults, then every value of
+    the next with the first at its winner, and so on; a setting already run is not run again."""
 
-    field: str
-    values: tuple
+    choices: tuple[tuple[str, tuple], ...]
     holdout: int = 64
+
+    def candidates(self) -> int:
+        """How many runs one row costs at most."""
+        return 1 + sum(len(values) - 1 for _, values in self.choices)
 
 
 def _learner_info(result, steps: int) -> dict:
@@ -298,20 +315,30 @@ def _learner_runner(make: Callable[[Any], Any]):
         if grid is None:
             result = learn_allocation(ctx.model, calib, spec.target, cfg, make(ctx.options(method)))
             return result.model, _learner_info(result, cfg.steps)
+        cfg = cfg.replace(select_holdout=0)  # the grid holds its images out itself, once
         train, held = split_holdout(calib, grid.holdout, cfg.seed)
-        best, scores, wall = None, {}, 0.0
-        for value in grid.values:
-            options = ctx.options(method).replace(**{grid.field: value})
-            result = learn_allocation(ctx.model, train, spec.target, cfg, make(options))
-            wall += result.wall_time
-            scores[value] = teacher_agreement(result.model, ctx.model, held.split(cfg.batch_size), cfg.temperature,
-                                              ctx.device)["kd"]
-            if best is None or scores[value] < scores[best[0]]:  # a tie keeps the earlier (smaller) value
-                best = (value, result)
-        value, result = best
-        info = _learner_info(result, cfg.steps)
-        # the cost of the whole grid is the row's cost
-        return result.model, {**info, "wall_time": wall, "selected": f"{grid.field}={value:g}", "holdout_kd": scores}
+        chosen, runs, wall = ctx.options(method), {}, 0.0
+
+        def score(options) -> float:
+            nonlocal wall
+            key = tuple(getattr(options, f) for f, _ in grid.choices)
+            if key not in runs:
+                result = learn_allocation(ctx.model, train, spec.target, cfg, make(options))
+                wall += result.wall_time
+                kd = teacher_agreement(result.model, ctx.model, held.split(cfg.batch_size), cfg.temperature,
+                                       ctx.device)["kd"]
+                runs[key] = (kd, result)
+            return runs[key][0]
+
+        for field_name, values in grid.choices:
+            options = [chosen.replace(**{field_name: v}) for v in values]
+            chosen = min(options, key=score)  # a tie keeps the earlier value
+        key = tuple(getattr(chosen, f) for f, _ in grid.choices)
+        info = _learner_info(runs[key][1], cfg.steps)
+        selected = " ".join(f"{f}={getattr(chosen, f):g}" for f, _ in grid.choices)
+        held_out = {" ".join(f"{f}={v:g}" for (f, _), v in zip(grid.choices, k)): kd for k, (kd, _) in runs.items()}
+        # the cost of every candidate is the row's cost
+        return runs[key][1].model, {**info, "wall_time": wall, "selected": selected, "holdout_kd": held_out}
     return run
 
 
@@ -387,21 +414,21 @@ register(Method("dsa", "learner", _learner_runner(DsaLearner),
                 label="DSA-style (unstructured, parameter budget)", short="DSA-style", color="#e377c2",
                 options=DsaConfig))
 # The learners' fair post-training adaptations (options beside the faithful defaults; method.md §7): each picks its
-# learning rate (DSA-style: β₂) without labels on the 64 held-out calibration images.
+# learning rate (DSA-style: β₂, then its learning rate) without labels on 64 held-out calibration images.
 register(Method("str-adapted", "learner", _learner_runner(StrLearner),
                 "STR with its thresholds' learning rate chosen without labels", label="STR (adapted)",
                 color="#aec7e8", variant_of="str", options=StrConfig,
-                label_free=LabelFreeGrid("threshold_lr_scale", (0.3, 1.0, 3.0))))
+                label_free=LabelFreeGrid((("threshold_lr_scale", (0.3, 1.0, 3.0)),))))
 register(Method("probmask-adapted", "learner", _learner_runner(ProbMaskLearner),
                 "ProbMask started from ERK's magnitude ranks, the budget held from the start, its score lr chosen "
                 "without labels", label="ProbMask (adapted)", color="#98df8a", variant_of="probmask",
                 options=lambda: ProbMaskConfig(score_start="erk_ranks", ramp_start=0.0, ramp_end=0.01),
-                label_free=LabelFreeGrid("score_lr", (2e-3, 6e-3, 2e-2))))
+                label_free=LabelFreeGrid((("score_lr", (2e-3, 6e-3, 2e-2)),))))
 register(Method("dsa-adapted", "learner", _learner_runner(DsaLearner),
-                "DSA-style with deterministic top-|w| masks at its keep ratios (straight-through), β₂ chosen "
-                "without labels", label="DSA-style (adapted)", short="DSA-style (adapted)", color="#f7b6d2",
+                "DSA-style with deterministic top-|w| masks at its keep ratios (straight-through), β₂ and then "
+                "its keep-ratio lr chosen without labels", label="DSA-style (adapted)", short="DSA-style (adapted)", color="#f7b6d2",
                 variant_of="dsa", options=lambda: DsaConfig(train_masks="topk"),
-                label_free=LabelFreeGrid("beta2", (1.0, 4.0, 16.0))))
+                label_free=LabelFreeGrid((("beta2", (1.0, 4.0, 16.0)), ("alpha_lr", (3e-3, 1e-2, 3e-2))))))
 for _allocation, _color in (("uniform", "#17becf"), ("global", "#bcbd22")):
     register(Method(f"prune_train-{_allocation}", "training", _run_training,
                     f"training-aware pruning with labels, {'per-layer (uniform)' if _allocation == 'uniform' else 'global'}"

@@ -319,7 +319,8 @@ def build_parser(prog: str = "fcpts sweep") -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default=None, choices=EMBEDDED_DATASETS,
                         help="the embedded default on another bundled dataset: Config.quick_cpu(dataset=...)")
     parser.add_argument("--recipe", default=None, choices=RECIPES,
-                        help="FCPTS's recipe (Config.with_recipe): released (the default) or kit")
+                        help="the loop's recipe (Config.with_recipe): released (the default) or kit; kit's held-out "
+                        "selection then applies to every reconstruction row (FCPTS, learners, tier c)")
     parser.add_argument("--targets", type=float, nargs="+", default=list(DEFAULT_TARGETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="*", default=list(names(family="allocation")),

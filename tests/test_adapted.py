@@ -7,10 +7,11 @@ import torch
 
 from conftest import make_model
 from fcpts import Config, count_zeros, runner
-from fcpts.dsa import BernoulliKeep, DsaConfig
+from fcpts.calibration import split_holdout
+from fcpts.dsa import BernoulliKeep, DsaConfig, DsaLearner
 from fcpts.learners import ProbMaskConfig, ProbMaskLearner, StrConfig, StrLearner, rank_scores
 from fcpts.models import resolve_dense_model
-from fcpts.registry import METHODS, RunContext, RunSpec, names
+from fcpts.registry import METHODS, RunContext, RunSpec, hashed_options, names
 from fcpts.sparsify import _set_lr, learn_allocation
 from fcpts.table import read_table, row_key
 
@@ -75,17 +76,23 @@ def test_an_adapted_learner_keeps_the_candidate_with_the_lowest_held_out_kd():
     data = SimpleNamespace(calib=images, test=None, num_classes=10, name="noise")
     config = Config.quick_cpu(steps=3, batch_size=16, progress=False)
     ctx = RunContext(config=config, model=model, bundle=lambda seed: data, device=torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     for name in ("str-adapted", "probmask-adapted", "dsa-adapted"):
         method = METHODS[name]
         pruned, info = method.run(ctx, RunSpec(name, "c", "-", 0.75, 0))
         scores = info["holdout_kd"]
         grid = method.label_free
-        assert list(scores) == list(grid.values) and len(set(scores.values())) > 1
-        best = min(scores, key=scores.get)
-        assert info["selected"] == f"{grid.field}={best:g}"
+        assert len(scores) == grid.candidates() and len(set(scores.values())) > 1
+        assert info["selected"] == min(scores, key=scores.get)
         zeros, total = count_zeros(pruned)
         assert zeros == round(0.75 * total)
         assert method.variant_of in names(family="learner", default=True)
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the dense model is untouched
+    # the row is a plain run of the chosen setting on the calibration images minus the held-out ones
+    chosen = {k: float(v) for k, v in (pair.split("=") for pair in info["selected"].split())}
+    train, _ = split_holdout(images, 64, 0)
+    alone = learn_allocation(model, train, 0.75, config, DsaLearner(METHODS["dsa-adapted"].options().replace(**chosen)))
+    assert all(torch.equal(a, b) for a, b in zip(alone.model.state_dict().values(), pruned.state_dict().values()))
 
 
 def test_the_new_options_leave_the_faithful_learners_committed_keys():
@@ -100,5 +107,12 @@ def test_the_new_options_leave_the_faithful_learners_committed_keys():
     committed = committed[committed.method.isin(learners)]
     assert len(committed) == 27
     assert {row_key(r) for r in committed.to_dict("records")} <= {j.key() for j in jobs}
-    adapted = runner.plan(ctx, [f"{n}-adapted" for n in learners], [0.8], [0], ["c"], [], ["dense"])
-    assert not {j.config_hash for j in adapted} & set(committed.config_hash)
+
+
+def test_added_options_are_hashed_in_full_once_any_of_them_moves():
+    faithful = hashed_options(ProbMaskConfig())
+    assert "score_start" not in faithful and "score_start_slope" not in faithful
+    adapted = hashed_options(ProbMaskConfig(score_start="erk_ranks"))
+    assert adapted["score_start"] == "erk_ranks" and adapted["score_start_slope"] == 6.0
+    assert hashed_options(ProbMaskConfig(score_start="erk_ranks", score_start_slope=3.0)) != adapted
+    assert "threshold_lr_scale" in hashed_options(StrConfig(threshold_lr_scale=3.0))

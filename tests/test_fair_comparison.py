@@ -1,5 +1,4 @@
 """benchmarks/fair_comparison.py (issue #25): its parts are valid sweeps, and its report reads a real runner table."""
-import pandas as pd
 import pytest
 import torch
 
@@ -8,7 +7,7 @@ from conftest import make_model
 from fcpts import Config, runner
 from fcpts.data import DataBundle
 from fcpts.registry import METHODS
-from fcpts.table import read_table
+from fcpts.table import merge_tables, outcome_matrix, read_table
 
 
 def test_every_part_names_registered_methods_and_its_own_shard_files():
@@ -56,15 +55,14 @@ def test_report_sections_read_a_runner_table(small_table):
     assert any(line.startswith("| 2 |") for line in long95)  # one row per schedule length (2 steps here)
 
 
-def test_merge_joins_the_shards_of_a_table(tmp_path, monkeypatch, small_table):
+def test_merge_joins_the_shards_of_a_table_with_their_outcomes(tmp_path, monkeypatch, small_table):
     monkeypatch.setattr(fc, "SWEEPS", tmp_path / "sweeps")
     monkeypatch.setattr(fc, "ROOT", tmp_path)
     (tmp_path / "data").mkdir()
     table = read_table(small_table)
-    for i, part in enumerate((table.iloc[::2], table.iloc[1::2])):
-        runner_path = fc.shard_path("adapted", i)
-        runner_path.parent.mkdir(exist_ok=True)
-        part.to_csv(runner_path, index=False)
+    for i in range(2):  # two shards, each with its side tables, as the runner writes them
+        merge_tables(fc.shard_path("adapted", i), [small_table], where=lambda r, i=i: int(r["seed"]) == i)
     assert fc.merge(("adapted",)) == {"learners_digits.csv": len(table)}
     merged = read_table(tmp_path / "data" / "learners_digits.csv")
-    pd.testing.assert_series_equal(merged.top1.sort_values(ignore_index=True), table.top1.sort_values(ignore_index=True))
+    assert (outcome_matrix(tmp_path / "data" / "learners_digits.csv", merged)
+            == outcome_matrix(small_table, merged)).all()
