@@ -23,10 +23,11 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks._common import RESULTS, ROOT, set_threads
+from benchmarks.summarize import cell_interval, paired_verdict
 from fcpts import Config, runner
 from fcpts.config import at_target
 from fcpts.registry import METHODS, label, names
-from fcpts.table import merge_tables, paired_over_seeds, read_table
+from fcpts.table import merge_tables, read_table
 
 SWEEPS = ROOT / "data" / "sweeps"
 TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -133,7 +134,7 @@ def row_label(row) -> str:
 def labelled(path: Path) -> pd.DataFrame:
     table = read_table(path)
     table = table[~table["loop"].astype(str).str.startswith("legacy")]
-    return table.assign(label=[row_label(r) for r in table.itertuples()], path=str(path))
+    return table.assign(label=[row_label(r) for r in table.itertuples()], path=str(path), has_outcomes=True)
 
 
 def check_one_setting(table: pd.DataFrame, by: list[str]) -> None:
@@ -150,20 +151,13 @@ def shown(path: Path) -> str:
 
 
 def cell(rows: pd.DataFrame) -> str:
-    from fcpts.stats import bootstrap_interval
-    from fcpts.table import outcome_matrix
-
-    if rows.empty:
-        return "–"
-    rows = rows.drop_duplicates("seed", keep="last").sort_values("seed", kind="stable")
-    return f"{bootstrap_interval(outcome_matrix(rows.path.iloc[0], rows)).points()} (n={len(rows)})"
+    """Mean top-1 over the seeds with its 95 % interval over seeds and test images, and n = seeds."""
+    return "–" if rows.empty else f"{cell_interval(rows).points()} (n={rows.seed.nunique()})"
 
 
 def paired(a: pd.DataFrame, b: pd.DataFrame):
-    if a.empty or b.empty:
-        return None
-    found = paired_over_seeds(a.path.iloc[0], a.sort_values("seed", kind="stable"), b.path.iloc[0],
-                              b.sort_values("seed", kind="stable"))
+    """a − b on the same images and seeds (an ``Interval``), or None without a shared seed."""
+    found = paired_verdict(a, b)
     return None if found is None else found[0]
 
 
@@ -182,18 +176,26 @@ def comparison_section(path: Path) -> list[str]:
     for lab in labels:
         rows = pruned[pruned.label == lab]
         lines.append(f"| {lab} | " + " | ".join(cell(rows[at_target(rows.target, t)]) for t in TARGETS) + " |")
-    lines += ["", "FCPTS (released) against every other row, paired on the same images and seeds "
-              "(beats / within noise / beaten by; a verdict only when the 95 % interval excludes 0):", "",
-              "| target | beats | within noise | beaten by | not yet run |", "|---|---|---|---|---|"]
-    mine_all = pruned[pruned.label == "FCPTS (released)"]
+    for mine_label in ("FCPTS (released)", "FCPTS (kit)"):
+        lines += [""] + verdict_counts(pruned, mine_label, labels)
+    return lines
+
+
+def verdict_counts(pruned: pd.DataFrame, mine_label: str, labels: list[str]) -> list[str]:
+    """``mine_label`` against every other FCPTS-free row label at every target: how many it beats, is within noise
+    of, is beaten by (paired on the same images and seeds), and how many are not run yet."""
+    lines = [f"{mine_label} against every other method (not FCPTS), paired on the same images and seeds (a verdict "
+             "only when the 95 % interval of the difference excludes 0):", "",
+             "| target | beats | within noise | beaten by | not yet run |", "|---|---|---|---|---|"]
+    mine_all = pruned[pruned.label == mine_label]
     for t in TARGETS:
         mine = mine_all[at_target(mine_all.target, t)]
         counts = {"beats": [], "noise": [], "beaten": [], "missing": []}
         for lab in labels:
-            if lab == "FCPTS (released)" or (lab.endswith("(adapted)") and t not in HIGH):  # adapted: HIGH only
+            if lab.startswith("FCPTS") or (lab.endswith("(adapted)") and t not in HIGH):  # adapted: HIGH only
                 continue
             other = pruned[(pruned.label == lab) & at_target(pruned.target, t)]
-            d = paired(mine, other)
+            d = None if mine.empty or other.empty else paired(mine, other)
             kind = "missing" if d is None else "beaten" if d.high < 0 else "beats" if d.low > 0 else "noise"
             counts[kind].append(lab if d is None else f"{lab} {d.signed()}")
         lines.append(f"| {t:.0%} | {len(counts['beats'])} | {len(counts['noise'])}"

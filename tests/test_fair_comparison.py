@@ -46,9 +46,10 @@ def test_report_sections_read_a_runner_table(small_table):
     text = "\n".join(lines)
     assert "| FCPTS (released) | – | – | " in text and "(n=2)" in text
     verdicts = [line for line in lines if line.startswith("| 80% |") or line.startswith("| 95% |")]
-    for line in verdicts:  # four other rows at each target, each paired over both seeds
+    assert len(verdicts) == 4  # the released and the kit recipe, two targets each
+    for line in verdicts:  # three other methods at each target, each paired over both seeds
         beats, noise, beaten, missing = (int(cell.split(" (")[0]) for cell in line.strip("|").split("|")[1:])
-        assert beats + noise + beaten == 4 and missing == 0
+        assert beats + noise + beaten == 3 and missing == 0
     adapted = "\n".join(fc.adapted_section(small_table))
     assert "| STR | 80% |" in adapted and "threshold_lr_scale=" in adapted
     long95 = fc.long95_section([small_table])
