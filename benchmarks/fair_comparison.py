@@ -23,11 +23,11 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks._common import RESULTS, ROOT, set_threads
-from benchmarks.summarize import cell_interval, paired_verdict
 from fcpts import Config, runner
+from fcpts import notebook as nb
 from fcpts.config import at_target
-from fcpts.registry import METHODS, label, names
-from fcpts.table import merge_tables, read_table
+from fcpts.registry import label
+from fcpts.table import merge_tables
 
 SWEEPS = ROOT / "data" / "sweeps"
 TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -117,111 +117,50 @@ def merge(parts=tuple(PARTS)) -> dict[str, int]:
 
 
 # ----- the report ----------------------------------------------------------------------------------------------
-def row_label(row) -> str:
-    """How the report names a row: FCPTS by recipe, allocations by tier, learners faithful or adapted."""
-    method = METHODS[row.method]
-    if row.method == names(role="proposed", default=True)[0]:
-        return "FCPTS (kit)" if row.selected not in ("-", "") and isinstance(row.selected, str) else "FCPTS (released)"
-    if method.family == "allocation":
-        return f"{label(row.method)}, tier {row.tier}"
-    if method.family == "learner":
-        return label(row.method) if method.variant_of else f"{label(row.method)} (faithful)"
-    if method.family == "training" and method.scheduled:
-        return f"prune + train, {row.schedule.replace('_', '-')}"
-    return label(row.method, short=True)
-
-
-def labelled(path: Path) -> pd.DataFrame:
-    table = read_table(path)
-    table = table[~table["loop"].astype(str).str.startswith("legacy")]
-    return table.assign(label=[row_label(r) for r in table.itertuples()], path=str(path), has_outcomes=True)
-
-
-def check_one_setting(table: pd.DataFrame, by: list[str]) -> None:
-    """Each report cell pools one setting: two rows of one label, target and seed that differ in anything else
-    (another config hash) would be silently reduced to one, so they are an error here."""
-    clash = table.groupby(by + ["label", "target", "seed"]).config_hash.nunique()
-    if (clash > 1).any():
-        raise ValueError(f"rows of different settings share a report cell: {clash[clash > 1].index.tolist()[:3]}; "
-                         "keep one setting per table (or per schedule length) and rerun --report")
-
-
 def shown(path: Path) -> str:
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
-def cell(rows: pd.DataFrame) -> str:
-    """Mean top-1 over the seeds with its 95 % interval over seeds and test images, and n = seeds."""
-    return "–" if rows.empty else f"{cell_interval(rows).points()} (n={rows.seed.nunique()})"
-
-
-def paired(a: pd.DataFrame, b: pd.DataFrame):
-    """a − b on the same images and seeds (an ``Interval``), or None without a shared seed."""
-    found = paired_verdict(a, b)
-    return None if found is None else found[0]
+def markdown(frame: pd.DataFrame) -> list[str]:
+    """A small DataFrame as a markdown table (its index as the first column)."""
+    head = [frame.index.name or ""] + [str(c) for c in frame.columns]
+    rows = [[str(i)] + [str(v) for v in row] for i, row in zip(frame.index, frame.itertuples(index=False))]
+    return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def comparison_section(path: Path) -> list[str]:
     if not path.exists():
         return [f"## {path.name}", "", "Not run yet."]
-    table = labelled(path)
-    check_one_setting(table, [])
+    table = nb.labelled_rows(path)
     dense = table[table.method == "dense"]
-    pruned = table[table.method != "dense"]
-    labels = sorted(pruned.label.unique(), key=lambda s: (not s.startswith("FCPTS"), s))
     lines = [f"## Every method on {table.dataset.iloc[0]} (`{shown(path)}`)", "",
              f"Top-1 (%) on all {int(table.n_test.iloc[0]):,} test images: mean over the seeds with its 95 % "
              f"interval over seeds and images, n = seeds. Dense: {100 * dense.top1.mean():.2f} %.", ""]
-    lines += ["| method | " + " | ".join(f"{t:.0%}" for t in TARGETS) + " |", "|---" * (len(TARGETS) + 1) + "|"]
-    for lab in labels:
-        rows = pruned[pruned.label == lab]
-        lines.append(f"| {lab} | " + " | ".join(cell(rows[at_target(rows.target, t)]) for t in TARGETS) + " |")
-    for mine_label in ("FCPTS (released)", "FCPTS (kit)"):
-        lines += [""] + verdict_counts(pruned, mine_label, labels)
-    return lines
-
-
-def verdict_counts(pruned: pd.DataFrame, mine_label: str, labels: list[str]) -> list[str]:
-    """``mine_label`` against every other FCPTS-free row label at every target: how many it beats, is within noise
-    of, is beaten by (paired on the same images and seeds), and how many are not run yet."""
-    lines = [f"{mine_label} against every other method (not FCPTS), paired on the same images and seeds (a verdict "
-             "only when the 95 % interval of the difference excludes 0):", "",
-             "| target | beats | within noise | beaten by | not yet run |", "|---|---|---|---|---|"]
-    mine_all = pruned[pruned.label == mine_label]
-    for t in TARGETS:
-        mine = mine_all[at_target(mine_all.target, t)]
-        counts = {"beats": [], "noise": [], "beaten": [], "missing": []}
-        for lab in labels:
-            if lab.startswith("FCPTS") or (lab.endswith("(adapted)") and t not in HIGH):  # adapted: HIGH only
-                continue
-            other = pruned[(pruned.label == lab) & at_target(pruned.target, t)]
-            d = None if mine.empty or other.empty else paired(mine, other)
-            kind = "missing" if d is None else "beaten" if d.high < 0 else "beats" if d.low > 0 else "noise"
-            counts[kind].append(lab if d is None else f"{lab} {d.signed()}")
-        lines.append(f"| {t:.0%} | {len(counts['beats'])} | {len(counts['noise'])}"
-                     + (f" ({'; '.join(counts['noise'])})" if counts["noise"] else "")
-                     + f" | {len(counts['beaten'])}" + (f" ({'; '.join(counts['beaten'])})" if counts["beaten"] else "")
-                     + f" | {len(counts['missing'])} |")
+    lines += markdown(nb.pooled_table(table, TARGETS))
+    planned = lambda label, t: label.endswith("(adapted)") and t not in HIGH  # adapted rows: HIGH only
+    for mine in ("FCPTS (released)", "FCPTS (kit)"):
+        lines += ["", f"{mine} against every other method, paired on the same images and seeds (a verdict only "
+                  "when the 95 % interval of the difference excludes 0):", ""]
+        lines += markdown(nb.verdict_counts(table, mine, TARGETS, skip=planned))
     return lines
 
 
 def adapted_section(path: Path) -> list[str]:
     if not path.exists():
         return []
-    table = labelled(path)
+    table = nb.labelled_rows(path)
     rows = []
     for faithful in FAITHFUL:
         for t in HIGH:
             both = [table[(table.method == m) & at_target(table.target, t)] for m in (faithful, f"{faithful}-adapted")]
-            if both[1].empty:
-                continue
             seeds = sorted(set(both[0].seed) & set(both[1].seed))
             if not seeds:
                 continue
             both = [b[b.seed.isin(seeds)] for b in both]
-            d = paired(both[1], both[0])
+            d = nb.pooled_difference(both[1], both[0])
             rows.append(f"| {label(faithful)} | {t:.0%} | "
-                        + " | ".join(f"{100 * b.sparsity_before_projection.mean():.1f} | {cell(b)}" for b in both)
+                        + " | ".join(f"{100 * b.sparsity_before_projection.mean():.1f} | {nb.pooled_cell(b)}"
+                                     for b in both)
                         + f" | {'–' if d is None else d.signed()} | {', '.join(sorted(set(both[1].selected)))} |")
     if not rows:
         return []
@@ -237,21 +176,18 @@ def long95_section(paths: list[Path]) -> list[str]:
     paths = [p for p in paths if p.exists()]
     if not paths:
         return []
-    frames = [labelled(p) for p in paths]
-    frames = [f[at_target(f.target, 0.95) & (f.method != "dense")] for f in frames]
-    table = pd.concat(frames, ignore_index=True)
-    first = table.groupby(["steps", "label"]).path.transform("first")
-    table = table[table.path == first]
-    check_one_setting(table, ["steps"])
+    frames = [nb.labelled_rows(p) for p in paths]
+    table = pd.concat([f[at_target(f.target, 0.95) & (f.method != "dense")] for f in frames], ignore_index=True)
+    table = table[table.path == table.groupby(["steps", "label"]).path.transform("first")]
+    names_ = ("FCPTS (released)", "FCPTS (kit)", "STR (faithful)")
     lines = [f"### 95 % over the schedule length on {table.dataset.iloc[0]} "
              f"({', '.join(f'`{shown(p)}`' for p in paths)})", "",
-             "| steps | FCPTS (released) | FCPTS (kit) | STR (faithful) | FCPTS (released) − STR | FCPTS (kit) − STR |",
-             "|---|---|---|---|---|---|"]
+             "| steps | " + " | ".join(names_) + " | FCPTS (released) − STR | FCPTS (kit) − STR |", "|---" * 6 + "|"]
     for steps in sorted(table.steps.unique()):
         at = table[table.steps == steps]
-        parts = {lab: at[at.label == lab] for lab in ("FCPTS (released)", "FCPTS (kit)", "STR (faithful)")}
-        diffs = [paired(parts[lab], parts["STR (faithful)"]) for lab in ("FCPTS (released)", "FCPTS (kit)")]
-        lines.append(f"| {steps} | " + " | ".join(cell(p) for p in parts.values()) + " | "
+        parts = {lab: at[at.label == lab] for lab in names_}
+        diffs = [nb.pooled_difference(parts[lab], parts["STR (faithful)"]) for lab in names_[:2]]
+        lines.append(f"| {steps} | " + " | ".join(nb.pooled_cell(p) for p in parts.values()) + " | "
                      + " | ".join("–" if d is None else d.signed() for d in diffs) + " |")
     return lines
 

@@ -5,6 +5,8 @@ import torch
 from benchmarks import fair_comparison as fc
 from conftest import make_model
 from fcpts import Config, runner
+from fcpts import notebook as nb
+from fcpts.stats import bootstrap_interval
 from fcpts.data import DataBundle
 from fcpts.registry import METHODS
 from fcpts.table import merge_tables, outcome_matrix, read_table
@@ -38,18 +40,28 @@ def small_table(tmp_path_factory):
     return path
 
 
-def test_report_sections_read_a_runner_table(small_table):
-    table = fc.labelled(small_table)
+def test_pooled_tables_and_verdict_counts_of_a_runner_table(small_table):
+    table = nb.labelled_rows(small_table)
     assert set(table.label) == {"dense", "FCPTS (released)", "FCPTS (kit)", "uniform, tier b", "STR (faithful)",
                                 "STR (adapted)"}
-    lines = fc.comparison_section(small_table)
-    text = "\n".join(lines)
-    assert "| FCPTS (released) | – | – | " in text and "(n=2)" in text
-    verdicts = [line for line in lines if line.startswith("| 80% |") or line.startswith("| 95% |")]
-    assert len(verdicts) == 4  # the released and the kit recipe, two targets each
-    for line in verdicts:  # three other methods at each target, each paired over both seeds
-        beats, noise, beaten, missing = (int(cell.split(" (")[0]) for cell in line.strip("|").split("|")[1:])
-        assert beats + noise + beaten == 3 and missing == 0
+    pooled = nb.pooled_table(table, fc.TARGETS)
+    assert list(pooled.index[:2]) == ["FCPTS (kit)", "FCPTS (released)"] and "dense" not in pooled.index
+    assert pooled.loc["STR (faithful)", "50%"] == "–" and pooled.loc["STR (faithful)", "80%"].endswith("(n=2)")
+    rows = table[(table.label == "STR (adapted)") & (table.target == 0.8)]
+    expected = bootstrap_interval(outcome_matrix(small_table, rows.sort_values("seed"))).points()
+    assert pooled.loc["STR (adapted)", "80%"] == f"{expected} (n=2)"
+    counts = nb.verdict_counts(table, "FCPTS (released)", (0.5, 0.8, 0.95))
+    assert (counts.loc["50%", "not yet run"] == 3) and counts.loc["50%", ["beats", "within noise", "beaten by"]].sum() == 0
+    for t in ("80%", "95%"):  # three other methods, each paired over both seeds
+        assert counts.loc[t, ["beats", "within noise", "beaten by"]].sum() == 3 and counts.loc[t, "not yet run"] == 0
+    skipped = nb.verdict_counts(table, "FCPTS (kit)", (0.8,), skip=lambda label, t: label.endswith("(adapted)"))
+    assert skipped.loc["80%", ["beats", "within noise", "beaten by", "not yet run"]].sum() == 2
+
+
+def test_report_sections_render_the_tables(small_table):
+    text = "\n".join(fc.comparison_section(small_table))
+    assert "| FCPTS (released) | – | – | " in text
+    assert text.count("\n| 80% |") == 2  # a verdict row for each recipe (the pooled table has 80% as a column)
     adapted = "\n".join(fc.adapted_section(small_table))
     assert "| STR | 80% |" in adapted and "threshold_lr_scale=" in adapted
     long95 = fc.long95_section([small_table])

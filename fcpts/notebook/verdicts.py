@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -215,3 +215,84 @@ def schedule_verdicts(current: pd.DataFrame, path: str | os.PathLike) -> list[st
     schedules = sorted(current.loc[registry.is_scheduled(current["method"]), "schedule"].unique())
     targets = sorted(current.loc[current["method"] == _fcpts(), "target"].unique())
     return paired_verdicts(current, path, [((_fcpts(), "c"), (s, "finetune")) for s in schedules], targets)
+
+
+# ----- one table, every method: rows named by what they are, pooled over seeds ---------------------------------
+def row_label(row: Any) -> str:
+    """How a pooled table names a runner row: FCPTS by recipe (the kit recipe's rows name their held-out choice
+    in ``selected``), allocations by tier, learners faithful or adapted, training by schedule."""
+    method = registry.get_method(row.method)
+    if row.method == _fcpts():
+        return "FCPTS (kit)" if isinstance(row.selected, str) and row.selected not in ("-", "") else "FCPTS (released)"
+    if method.family == "allocation":
+        return f"{registry.label(row.method)}, tier {row.tier}"
+    if method.family == "learner":
+        name = registry.label(row.method, short=True)
+        return name if method.variant_of else f"{name} (faithful)"
+    if method.family == "training" and method.scheduled:
+        return f"prune + train, {row.schedule.replace('_', '-')}"
+    return registry.label(row.method, short=True)
+
+
+def labelled_rows(path: str | os.PathLike) -> pd.DataFrame:
+    """The runner's table at ``path`` (rows of the current loop) with a ``label`` per row (``row_label``) and
+    its ``path``; an error when two settings would share one cell (same label, target, steps and seed)."""
+    path = repo_path(path)
+    table = read_table(path)
+    table = table[~table["loop"].astype(str).str.startswith("legacy")]
+    table = table.assign(label=[row_label(r) for r in table.itertuples()], path=str(path))
+    clash = table.groupby(["label", "target", "steps", "seed"]).config_hash.nunique()
+    if (clash > 1).any():
+        raise ValueError(f"{path}: rows of different settings share a cell: {clash[clash > 1].index.tolist()[:3]}; "
+                         "keep one setting per table")
+    return table
+
+
+def pooled_cell(rows: pd.DataFrame) -> str:
+    """Top-1 (%) of ``rows`` (one label and target, from one table): the mean over the seeds with its 95 %
+    interval over seeds and test images, and n = seeds; "–" when there are none."""
+    if rows.empty:
+        return "–"
+    rows = rows.drop_duplicates("seed", keep="last").sort_values("seed", kind="stable")
+    return f"{bootstrap_interval(outcome_matrix(rows['path'].iloc[0], rows)).points()} (n={len(rows)})"
+
+
+def pooled_difference(a: pd.DataFrame, b: pd.DataFrame):
+    """a − b in top-1 on the same test images and the seeds both have (an ``Interval``), or None."""
+    if a.empty or b.empty:
+        return None
+    found = paired_over_seeds(a["path"].iloc[0], a.sort_values("seed", kind="stable"), b["path"].iloc[0],
+                              b.sort_values("seed", kind="stable"))
+    return None if found is None else found[0]
+
+
+def pooled_table(table: pd.DataFrame, targets: Iterable[float]) -> pd.DataFrame:
+    """``labelled_rows`` as label × target cells (``pooled_cell``), FCPTS first; the dense model left out."""
+    pruned = table[~registry.is_role(table["method"], "reference")]
+    labels = sorted(pruned["label"].unique(), key=lambda s: (not s.startswith("FCPTS"), s))
+    return pd.DataFrame([[pooled_cell(pruned[(pruned["label"] == lab) & at_target(pruned["target"], t)])
+                          for t in targets] for lab in labels],
+                        index=pd.Index(labels, name="method"), columns=[f"{t:.0%}" for t in targets])
+
+
+def verdict_counts(table: pd.DataFrame, mine: str, targets: Iterable[float],
+                   skip: Callable[[str, float], bool] = lambda label, target: False) -> pd.DataFrame:
+    """Row label ``mine`` against every label that is not FCPTS at every target, paired on the same images and
+    seeds: how many it beats, is within noise of and is beaten by (a verdict only when the 95 % interval of the
+    difference excludes 0), with the differences named, and how many are not run yet; ``skip(label, target)``
+    leaves out pairs that are not planned."""
+    pruned = table[~registry.is_role(table["method"], "reference")]
+    rows = []
+    for t in targets:
+        at = pruned[at_target(pruned["target"], t)]
+        found: dict[str, list[str]] = {"beats": [], "within noise": [], "beaten by": [], "not yet run": []}
+        for label in sorted(pruned["label"].unique()):
+            if label.startswith("FCPTS") or skip(label, t):
+                continue
+            d = pooled_difference(at[at["label"] == mine], at[at["label"] == label])
+            kind = ("not yet run" if d is None else "beaten by" if d.high < 0 else "beats" if d.low > 0
+                    else "within noise")
+            found[kind].append(label if d is None else f"{label} {d.signed()}")
+        rows.append({"target": f"{t:.0%}", **{k: len(v) for k, v in found.items()},
+                     "within noise of": "; ".join(found["within noise"]), "beaten by whom": "; ".join(found["beaten by"])})
+    return pd.DataFrame(rows).set_index("target")
