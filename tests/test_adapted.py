@@ -99,7 +99,7 @@ def test_the_new_options_leave_the_faithful_learners_committed_keys():
     """Options added for the adaptations are hashed only away from their faithful value: every committed learner
     row of the digits table is still planned under the same key (it is not recomputed)."""
     config = Config.quick_cpu()
-    model, _ = resolve_dense_model(config, 10, False, train=False)
+    model, _ = resolve_dense_model(config, 10, False)  # trained and cached on first use, as test_paths does
     ctx = RunContext(config=config, model=model.eval(), bundle=None, device=torch.device("cpu"))
     learners = ["str", "probmask", "dsa"]
     jobs = runner.plan(ctx, learners, [0.5, 0.7, 0.8, 0.9, 0.95], [0, 1, 2], ["c"], [], ["dense"])
