@@ -65,7 +65,7 @@ def test_report_sections_render_the_tables(small_table):
     adapted = "\n".join(fc.adapted_section(small_table))
     assert "| STR | 80% |" in adapted and "threshold_lr_scale=" in adapted
     long95 = fc.long95_section([small_table])
-    assert any(line.startswith("| 2 |") for line in long95)  # one row per schedule length (2 steps here)
+    assert [line.split("|")[1].strip() for line in long95[4:]] == ["2"]  # one row per schedule length of FCPTS/STR
 
 
 def test_merge_joins_the_shards_of_a_table_with_their_outcomes(tmp_path, monkeypatch, small_table):
@@ -79,3 +79,16 @@ def test_merge_joins_the_shards_of_a_table_with_their_outcomes(tmp_path, monkeyp
     merged = read_table(tmp_path / "data" / "learners_digits.csv")
     assert (outcome_matrix(tmp_path / "data" / "learners_digits.csv", merged)
             == outcome_matrix(small_table, merged)).all()
+
+
+def test_paired_table_gives_each_difference_on_the_shared_seeds(small_table):
+    table = nb.labelled_rows(small_table)
+    pairs = [("FCPTS (kit)", "FCPTS (released)"), ("STR (adapted)", "STR (faithful)")]
+    out = nb.paired_table(table, pairs, (0.5, 0.8))
+    assert list(out.index) == ["FCPTS (kit) − FCPTS (released)", "STR (adapted) − STR (faithful)"]
+    assert (out["50%"] == "–").all()  # nothing ran at 50 %
+    at = table[table.target == 0.8]
+    d = nb.pooled_difference(at[at.label == "STR (adapted)"], at[at.label == "STR (faithful)"])
+    assert out.loc["STR (adapted) − STR (faithful)", "80%"] == f"{d.signed()} (n=2)"
+    back = nb.paired_table(table, [pairs[1][::-1]], (0.8,)).iloc[0, 0]
+    assert float(back.split()[0]) == -float(out.iloc[1, 1].split()[0])  # b − a is −(a − b)

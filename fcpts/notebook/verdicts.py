@@ -24,6 +24,11 @@ QUALITY_TABLES = {"released": "benchmarks/results/quality_released-histogram.csv
                   "kit": "benchmarks/results/quality_kit.csv"}
 RECIPE_DIR = "benchmarks/results/recipe"  # benchmarks/recipe.py: one runner table per recipe variant
 RECIPE_START = ("erk", "b")  # FCPTS's own start, ERK + BN re-estimation, in the "released" table
+# the differences behind the digits conclusions (docs/results.md), checked again on another dataset (row labels)
+CONCLUSION_PAIRS = (("FCPTS (released)", "ERK, tier b"), ("FCPTS (kit)", "ERK, tier b"),
+                    ("FCPTS (kit)", "FCPTS (released)"), ("FCPTS (released)", "STR (faithful)"),
+                    ("FCPTS (released)", "DST-EE"), ("FCPTS (released)", "prune + train, one-cycle"),
+                    ("DST-EE", "RigL"), ("prune + train, one-cycle", "DST-EE"))
 
 
 def _fcpts() -> str:
@@ -296,3 +301,20 @@ def verdict_counts(table: pd.DataFrame, mine: str, targets: Iterable[float],
         rows.append({"target": f"{t:.0%}", **{k: len(v) for k, v in found.items()},
                      "within noise of": "; ".join(found["within noise"]), "beaten by whom": "; ".join(found["beaten by"])})
     return pd.DataFrame(rows).set_index("target")
+
+
+def paired_table(table: pd.DataFrame, pairs: Iterable[tuple[str, str]], targets: Iterable[float]) -> pd.DataFrame:
+    """For each (a, b) pair of row labels, a − b in points at every target, paired on the same test images and the
+    seeds both ran (``pooled_difference``), with n = those seeds; "–" where either is missing."""
+    targets = list(targets)
+    cells = []
+    for a, b in pairs:
+        row = []
+        for t in targets:
+            at = table[at_target(table["target"], t)]
+            d = pooled_difference(at[at["label"] == a], at[at["label"] == b])
+            n = len(set(at.loc[at["label"] == a, "seed"]) & set(at.loc[at["label"] == b, "seed"]))
+            row.append("–" if d is None else f"{d.signed()} (n={n})")
+        cells.append(row)
+    return pd.DataFrame(cells, index=pd.Index([f"{a} − {b}" for a, b in pairs], name="difference"),
+                        columns=[f"{t:.0%}" for t in targets])
