@@ -43,3 +43,23 @@ def test_fcpts_has_one_value_per_target_and_seed_everywhere(tables):
     dense = tables["comparison_digits.csv"]
     assert round(summary[summary["run"] == "dense"]["top1"].iloc[0], 6) == \
         round(dense[dense["method"] == "dense"]["top1"].iloc[0], 6)
+
+
+def test_the_fashion_mnist_table_rests_on_one_dense_model_and_keeps_every_outcome():
+    path = REPO / "data" / "comparison_fashion-mnist.csv"
+    table = read_table(path)
+    dense = table[table["method"] == "dense"]
+    assert dense["config_hash"].nunique() == 1 and dense["top1"].nunique() == 1
+    assert outcome_matrix(path, table).shape == (len(table), 10_000)
+    assert not table.duplicated(["method", "tier", "schedule", "target", "seed", "config_hash"]).any()
+
+
+def test_the_long_schedule_runs_repeat_the_quality_sweep_at_150_steps():
+    """The 95 % runs of the schedule-length part at 150 steps are the quality sweep's runs, value for value."""
+    long95 = read_table(REPO / "data" / "long95_digits.csv")
+    quality = read_table(QUALITY)
+    reference = quality[(quality["method"] == "fcpts") & (quality["loop"] == "released/released")].set_index(KEY)
+    released = ~long95["selected"].astype(str).isin(["start", "reconstructed"])  # the kit recipe names its choice
+    rows = long95[(long95["method"] == "fcpts") & (long95["steps"] == 150) & released]
+    rows = rows.set_index(KEY)["top1"]
+    assert len(rows) and (rows == reference.loc[rows.index, "top1"]).all()
