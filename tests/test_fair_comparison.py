@@ -1,4 +1,5 @@
 """benchmarks/fair_comparison.py (issue #25): its parts are valid sweeps, and its report reads a real runner table."""
+import pandas as pd
 import pytest
 import torch
 
@@ -92,3 +93,15 @@ def test_paired_table_gives_each_difference_on_the_shared_seeds(small_table):
     assert out.loc["STR (adapted) − STR (faithful)", "80%"] == f"{d.signed()} (n=2)"
     back = nb.paired_table(table, [pairs[1][::-1]], (0.8,)).iloc[0, 0]
     assert float(back.split()[0]) == -float(out.iloc[1, 1].split()[0])  # b − a is −(a − b)
+
+
+def test_the_dense_model_scored_under_two_settings_is_one_row(small_table, tmp_path):
+    table = pd.read_csv(small_table)
+    dense = table[table.method == "dense"]
+    again = dense.assign(config_hash="0123456789ab", steps=600)  # the same dense model, logged by a longer sweep
+    pd.concat([table, again]).to_csv(tmp_path / "t.csv", index=False)
+    rows = nb.labelled_rows(tmp_path / "t.csv")
+    assert (rows.label == "dense").sum() == len(dense)
+    pd.concat([table, dense.assign(config_hash="0123456789ab", top1=dense.top1 - 0.1)]).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError, match="share a cell"):
+        nb.labelled_rows(tmp_path / "t.csv")
