@@ -223,8 +223,8 @@ nb.paired_table(fashion, nb.CONCLUSION_PAIRS, nb.SWEEP_TARGETS) if fashion is no
 # %% [markdown]
 # **Answer.** Some hold and some do not (three seeds, intervals in points). What holds: the
 # faithful ProbMask and DSA-style still end at chance from 70 %; STR still stops short of the target by itself and
-# still leads at 95 %, now over three seeds (FCPTS minus STR −13.6 [−14.8, −12.5]); at 90 and 95 % FCPTS still
-# beats every fixed allocation in both tiers, by 7.7 points or more. What does not: FCPTS is no longer within a
+# leads at 95 % on all three seeds (FCPTS minus STR −13.6 [−14.8, −12.5]; on digits only seed 0 did); at 90 and
+# 95 % FCPTS still beats every fixed allocation in both tiers, by 7.7 points or more. What does not: FCPTS is no longer within a
 # point of the dense model (75–77 % against 86.4 % from 50 to 90 %), and at 50 and 70 % its own start, ERK with
 # BN re-estimated, beats it by 8.5 [4.5, 14.3] and 8.3 [6.5, 9.9] points. The tier c rows say why: the other
 # allocations lose as much with the same 150 steps of reconstruction, so the short schedule, not the allocation,
