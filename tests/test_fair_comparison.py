@@ -102,6 +102,7 @@ def test_the_dense_model_scored_under_two_settings_is_one_row(small_table, tmp_p
     pd.concat([table, again]).to_csv(tmp_path / "t.csv", index=False)
     rows = nb.labelled_rows(tmp_path / "t.csv")
     assert (rows.label == "dense").sum() == len(dense)
-    pd.concat([table, dense.assign(config_hash="0123456789ab", top1=dense.top1 - 0.1)]).to_csv(tmp_path / "t.csv", index=False)
+    clash = dense.assign(config_hash="0123456789ab", top1=dense.top1 - 0.1)  # another dense model: an error
+    pd.concat([table, clash]).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(ValueError, match="share a cell"):
         nb.labelled_rows(tmp_path / "t.csv")

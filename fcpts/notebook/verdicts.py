@@ -266,12 +266,17 @@ def pooled_cell(rows: pd.DataFrame) -> str:
     return f"{bootstrap_interval(outcome_matrix(rows['path'].iloc[0], rows)).points()} (n={len(rows)})"
 
 
-def pooled_difference(a: pd.DataFrame, b: pd.DataFrame):
-    """a − b in top-1 on the same test images and the seeds both have (an ``Interval``), or None."""
+def _paired(a: pd.DataFrame, b: pd.DataFrame):
+    """(a − b as an ``Interval``, the seeds it used) on the same test images, or None."""
     if a.empty or b.empty:
         return None
-    found = paired_over_seeds(a["path"].iloc[0], a.sort_values("seed", kind="stable"), b["path"].iloc[0],
-                              b.sort_values("seed", kind="stable"))
+    return paired_over_seeds(a["path"].iloc[0], a.sort_values("seed", kind="stable"), b["path"].iloc[0],
+                             b.sort_values("seed", kind="stable"))
+
+
+def pooled_difference(a: pd.DataFrame, b: pd.DataFrame):
+    """a − b in top-1 on the same test images and the seeds both have (an ``Interval``), or None."""
+    found = _paired(a, b)
     return None if found is None else found[0]
 
 
@@ -316,9 +321,8 @@ def paired_table(table: pd.DataFrame, pairs: Iterable[tuple[str, str]], targets:
         row = []
         for t in targets:
             at = table[at_target(table["target"], t)]
-            d = pooled_difference(at[at["label"] == a], at[at["label"] == b])
-            n = len(set(at.loc[at["label"] == a, "seed"]) & set(at.loc[at["label"] == b, "seed"]))
-            row.append("–" if d is None else f"{d.signed()} (n={n})")
+            found = _paired(at[at["label"] == a], at[at["label"] == b])
+            row.append("–" if found is None else f"{found[0].signed()} (n={len(found[1])})")
         cells.append(row)
     return pd.DataFrame(cells, index=pd.Index([f"{a} − {b}" for a, b in pairs], name="difference"),
                         columns=[f"{t:.0%}" for t in targets])
