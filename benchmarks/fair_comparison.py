@@ -98,12 +98,17 @@ def shard_files(part: str) -> list[Path]:
     return sorted(SWEEPS.glob(f"{SHARD_STEM.get(part, part.replace('-', '_'))}_[0-9]*.csv"))
 
 
-def run_part(part: str, shard: tuple[int, int], progress: bool = False) -> None:
+def run_part(part: str, shard: tuple[int, int], progress: bool = False, steps: tuple[int, ...] = ()) -> None:
     """This process's share of ``part``; rows in the part's other shard files or its merged table count as done
-    (so a part may resume with another number of processes)."""
+    (so a part may resume with another number of processes). ``steps``: only the sweeps of these lengths (to run
+    the short schedules of a part in one sitting and the long ones in another)."""
     out = shard_path(part, shard[0])
     done = [p for p in shard_files(part) if p != out] + [ROOT / "data" / PARTS[part].table]
-    for sweep in PARTS[part].sweeps:
+    sweeps = [s for s in PARTS[part].sweeps if not steps or s.steps in steps]
+    if not sweeps:
+        raise ValueError(f"part {part} has no sweep of {list(steps)} steps; it has "
+                         f"{sorted({s.steps for s in PARTS[part].sweeps})}")
+    for sweep in sweeps:
         runner.run_comparison(sweep.config(), sweep.methods, sweep.targets, sweep.seeds, out, tiers=sweep.tiers,
                               fcpts=sweep.fcpts, dense=sweep.dense, schedules=sweep.schedules, progress=progress,
                               shard=shard, train_dense=False, also_done=done)
@@ -216,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", default="0/1", metavar="I/N", help="this process's share of the part")
     parser.add_argument("--merge", action="store_true", help="join every part's shard files into its table")
     parser.add_argument("--report", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}/fair_comparison.md")
+    parser.add_argument("--steps", type=int, nargs="+", default=(), metavar="N",
+                        help="with --part: only its sweeps of these reconstruction lengths")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("say what to do: --part NAME, --merge and/or --report")
     if args.part:
         set_threads(args.threads)
-        run_part(args.part, runner.parse_shard(args.shard), args.progress)
+        run_part(args.part, runner.parse_shard(args.shard), args.progress, tuple(args.steps))
     if args.merge:
         for table, n in merge().items():
             print(f"{n} rows in data/{table}")

@@ -25,6 +25,15 @@ def test_every_part_names_registered_methods_and_its_own_shard_files():
     assert kit.select_holdout == 64 and fc.PARTS["fashion"].sweeps[0].config().select_holdout == 0
 
 
+def test_steps_picks_the_sweeps_of_a_part_and_an_absent_length_says_which_exist(monkeypatch):
+    ran = []
+    monkeypatch.setattr(fc.runner, "run_comparison", lambda config, *a, **kw: ran.append(config.steps))
+    fc.run_part("long95-digits", (0, 1), steps=(600,))
+    assert ran == [600, 600]  # STR's sweep and the kit recipe's, nothing of 150 or 1,600 steps
+    with pytest.raises(ValueError, match=r"no sweep of \[300\] steps; it has \[150, 600, 1600\]"):
+        fc.run_part("long95-digits", (0, 1), steps=(300,))
+
+
 @pytest.fixture(scope="module")
 def small_table(tmp_path_factory):
     """A runner table with every kind of row the report names: dense, FCPTS in both recipes, an allocation tier,
