@@ -25,8 +25,6 @@ import pandas as pd
 from benchmarks._common import RESULTS, ROOT, set_threads
 from fcpts import Config, runner
 from fcpts import notebook as nb
-from fcpts.config import at_target
-from fcpts.registry import label
 from fcpts.table import merge_tables
 
 SWEEPS = ROOT / "data" / "sweeps"
@@ -158,27 +156,16 @@ def comparison_section(path: Path) -> list[str]:
 def adapted_section(path: Path) -> list[str]:
     if not path.exists():
         return []
-    table = nb.labelled_rows(path)
-    rows = []
-    for faithful in FAITHFUL:
-        for t in HIGH:
-            both = [table[(table.method == m) & at_target(table.target, t)] for m in (faithful, f"{faithful}-adapted")]
-            seeds = sorted(set(both[0].seed) & set(both[1].seed))
-            if not seeds:
-                continue
-            both = [b[b.seed.isin(seeds)] for b in both]
-            d = nb.pooled_difference(both[1], both[0])
-            rows.append(f"| {label(faithful)} | {t:.0%} | "
-                        + " | ".join(f"{100 * b.sparsity_before_projection.mean():.1f} | {nb.pooled_cell(b)}"
-                                     for b in both)
-                        + f" | {'–' if d is None else d.signed()} | {', '.join(sorted(set(both[1].selected)))} |")
-    if not rows:
+    table = nb.adapted_table(nb.labelled_rows(path), FAITHFUL, HIGH)
+    if table.empty:
         return []
     return ([f"### Faithful against adapted learners (`{shown(path)}`)", "",
-             "S before = the sparsity of the learner's own masks before the exact projection (%); top-1 after it, "
-             "with its 95 % interval; the difference is adapted − faithful on the same images and seeds.", "",
-             "| learner | target | faithful S before | faithful top-1 | adapted S before | adapted top-1 | "
-             "adapted − faithful | chosen without labels |", "|---|---|---|---|---|---|---|---|"] + rows)
+             "S before = the sparsity of the learner's own masks before the exact projection (%, mean over seeds); "
+             "top-1 after it, with its 95 % interval over seeds and images; the difference is adapted − faithful on "
+             "the same images and seeds.", ""] + markdown(table.reset_index(level=1).rename_axis("learner")))
+
+
+LONG95 = ("FCPTS (released)", "FCPTS (kit)", "STR (faithful)")  # not the sparse-training rows: their steps train
 
 
 def long95_section(paths: list[Path]) -> list[str]:
@@ -186,21 +173,12 @@ def long95_section(paths: list[Path]) -> list[str]:
     paths = [p for p in paths if p.exists()]
     if not paths:
         return []
-    frames = [nb.labelled_rows(p) for p in paths]
-    table = pd.concat([f[at_target(f.target, 0.95) & (f.method != "dense")] for f in frames], ignore_index=True)
-    names_ = ("FCPTS (released)", "FCPTS (kit)", "STR (faithful)")
-    table = table[table.label.isin(names_)]  # not the sparse-training rows, whose steps count training steps
-    table = table[table.path == table.groupby(["steps", "label"]).path.transform("first")]
-    lines = [f"### 95 % over the schedule length on {table.dataset.iloc[0]} "
+    tables = [nb.labelled_rows(p) for p in paths]
+    return ([f"### 95 % over the schedule length on {tables[0].dataset.iloc[0]} "
              f"({', '.join(f'`{shown(p)}`' for p in paths)})", "",
-             "| steps | " + " | ".join(names_) + " | FCPTS (released) − STR | FCPTS (kit) − STR |", "|---" * 6 + "|"]
-    for steps in sorted(table.steps.unique()):
-        at = table[table.steps == steps]
-        parts = {lab: at[at.label == lab] for lab in names_}
-        diffs = [nb.pooled_difference(parts[lab], parts["STR (faithful)"]) for lab in names_[:2]]
-        lines.append(f"| {steps} | " + " | ".join(nb.pooled_cell(p) for p in parts.values()) + " | "
-                     + " | ".join("–" if d is None else d.signed() for d in diffs) + " |")
-    return lines
+             "Top-1 (%), mean over seeds with its 95 % interval over seeds and images; the differences are paired on "
+             "the same images and seeds.", ""]
+            + markdown(nb.steps_table(tables, LONG95, "STR (faithful)", 0.95)))
 
 
 def report() -> str:

@@ -74,8 +74,11 @@ def test_report_sections_render_the_tables(small_table):
     assert text.count("\n| 80% |") == 2  # a verdict row for each recipe (the pooled table has 80% as a column)
     adapted = "\n".join(fc.adapted_section(small_table))
     assert "| STR | 80% |" in adapted and "threshold_lr_scale=" in adapted
-    long95 = fc.long95_section([small_table])
-    assert [line.split("|")[1].strip() for line in long95[4:]] == ["2"]  # one row per schedule length of FCPTS/STR
+    for paths in ([small_table], [small_table, small_table]):  # a (steps, label) cell comes from one table only
+        long95 = fc.long95_section(paths)
+        body = [line.split("|")[1:-1] for line in long95 if line.startswith("| ") and "steps" not in line]
+        assert [cells[0].strip() for cells in body] == ["2"]  # one row per schedule length of FCPTS and STR
+        assert "(n=2)" in body[0][1] and "(n=2)" in body[0][3]  # FCPTS (released), STR (faithful): both seeds
 
 
 def test_merge_joins_the_shards_of_a_table_with_their_outcomes(tmp_path, monkeypatch, small_table):

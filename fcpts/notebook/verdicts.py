@@ -326,3 +326,50 @@ def paired_table(table: pd.DataFrame, pairs: Iterable[tuple[str, str]], targets:
         cells.append(row)
     return pd.DataFrame(cells, index=pd.Index([f"{a} − {b}" for a, b in pairs], name="difference"),
                         columns=[f"{t:.0%}" for t in targets])
+
+
+def adapted_table(table: pd.DataFrame, learners: Iterable[str], targets: Iterable[float]) -> pd.DataFrame:
+    """Each faithful learner beside its adapted variant (``labelled_rows``; method names) at every target both ran:
+    the sparsity of its own masks before the projection (%, mean over seeds), top-1 after it (``pooled_cell``),
+    adapted − faithful paired on the same images and seeds, and the settings the adapted runs chose without
+    labels (their ``selected``)."""
+    rows = []
+    for faithful in learners:
+        for t in targets:
+            at = table[at_target(table["target"], t)]
+            pair = [at[at["method"] == m] for m in (faithful, f"{faithful}-adapted")]
+            seeds = sorted(set(pair[0]["seed"]) & set(pair[1]["seed"]))
+            if not seeds:
+                continue
+            pair = [p[p["seed"].isin(seeds)] for p in pair]
+            d = pooled_difference(pair[1], pair[0])
+            rows.append({"learner": registry.label(faithful, short=True), "target": f"{t:.0%}",
+                         **{f"{kind} S before (%)": round(100 * p["sparsity_before_projection"].mean(), 1)
+                            for kind, p in zip(("faithful", "adapted"), pair)},
+                         "faithful top-1": pooled_cell(pair[0]), "adapted top-1": pooled_cell(pair[1]),
+                         "adapted − faithful": "–" if d is None else d.signed(),
+                         "chosen without labels": "; ".join(sorted(set(pair[1]["selected"].astype(str))))})
+    columns = ["learner", "target", "faithful S before (%)", "faithful top-1", "adapted S before (%)",
+               "adapted top-1", "adapted − faithful", "chosen without labels"]
+    return pd.DataFrame(rows, columns=columns).set_index(["learner", "target"])
+
+
+def steps_table(tables: Iterable[pd.DataFrame], labels: Iterable[str], versus: str, target: float) -> pd.DataFrame:
+    """Row labels ``labels`` at ``target`` by reconstruction length (steps × label cells, ``pooled_cell``), each
+    (steps, label) from the first of ``tables`` (``labelled_rows``) that has it, and each other label − ``versus``
+    paired on the same images and seeds."""
+    labels = list(labels)
+    frames = [t[at_target(t["target"], target) & t["label"].isin(labels)] for t in tables]
+    table = pd.concat(frames, ignore_index=True)
+    table = table[table["path"] == table.groupby(["steps", "label"])["path"].transform("first")]
+    rows = []
+    for steps in sorted(table["steps"].unique()):
+        at = table[table["steps"] == steps]
+        cells = {lab: at[at["label"] == lab] for lab in labels}
+        row = {"steps": int(steps), **{lab: pooled_cell(rows_) for lab, rows_ in cells.items()}}
+        for lab in labels:
+            if lab != versus:
+                d = pooled_difference(cells[lab], cells[versus])
+                row[f"{lab} − {versus}"] = "–" if d is None else d.signed()
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("steps")
