@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
 
 from . import registry
@@ -24,6 +25,8 @@ SERIES_COLORS = {
     "fcpts-released": "#d62728", "one_shot": "#7f7f7f", "iterative": "#bcbd22", "agp": "#17becf",
     "one_cycle": "#aec7e8", "paper": "#000000", "unipts": "#7f3c8d",
     "dsa-style": "#e377c2",  # plot_allocation colours a curve by the first word of its label
+    # row labels of the pooled tables (fcpts.notebook.row_label) that share a method: FCPTS by recipe
+    "FCPTS (released)": "#d62728", "FCPTS (kit)": "#ff9896",
 }
 
 
@@ -613,6 +616,37 @@ def plot_learner_allocations(allocations, targets, seed: int = 0, title: str = "
         curves = {label(m): dict(zip(rows["layer"], rows["sparsity"])) for m, rows in part.groupby("method", sort=False)}
         if curves:
             plot_allocation(curves, title=f"{title} at {target:.0%} (seed {seed})", ax=ax)
+    return fig
+
+
+def plot_schedule_length(rows, target: float = 0.95, dense_top1: float | None = None,
+                         title: str = "Top-1 at {target:.0%} sparsity against the reconstruction length"):
+    """One panel: each method's top-1 (%) per seed (dots) and its mean (line) against the number of
+    reconstruction steps (log scale), from rows with columns label, method, steps, seed, top1 (``schedule_rows``).
+    The spread of the dots is the seed-to-seed swing; whether it closes as the schedule grows is the point."""
+    use_style()
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    labels = list(dict.fromkeys(rows["label"]))
+    offsets = dict(zip(labels, np.linspace(-0.04, 0.04, len(labels)) if len(labels) > 1 else [0.0]))
+    for lab in labels:
+        part = rows[rows["label"] == lab].sort_values("steps")
+        c = SERIES_COLORS.get(lab) or color(part["method"].iloc[0])
+        x = part["steps"] * 10 ** offsets[lab]  # side by side on the log axis, not on top of each other
+        ax.scatter(x, 100 * part["top1"], color=c, s=22, alpha=0.75, zorder=3)
+        means = part.groupby("steps")["top1"].mean()
+        ax.plot(means.index * 10 ** offsets[lab], 100 * means.values, color=c, marker="o", linewidth=1.6,
+                markersize=7, markerfacecolor="white", label=f"{lab}: mean, dots = seeds", zorder=2)
+    if dense_top1 is not None:
+        ax.axhline(100 * dense_top1, color=_dense_color(), linestyle=":", linewidth=1, label="dense model")
+    steps = sorted(rows["steps"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(steps, [f"{int(n):,}" for n in steps])
+    ax.minorticks_off()
+    ax.set_xlabel("reconstruction steps (log scale)")
+    ax.set_ylabel("top-1 after the projection (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title.format(target=target))
+    _legend_below(fig, [ax], ncol=2)
     return fig
 
 

@@ -25,10 +25,10 @@ from .session import (REFERENCE_DIR, SHARED_PARAMETERS, Session, Timer, describe
 from .tables import (SWEEP_TARGETS, comparison, comparison_grid, current_rows, describe_table, history_frame,
                      interval_pivot, read_comparison, read_dst, read_learners, resume_comparison, save_json,
                      save_table, with_intervals, working_table)
-from .verdicts import (CONCLUSION_PAIRS, QUALITY_TABLES, RECIPE_DIR, RECIPE_START, adapted_table, fcpts_table,
-                       labelled_rows,
+from .verdicts import (CONCLUSION_PAIRS, LONG95_LABELS, QUALITY_TABLES, RECIPE_DIR, RECIPE_START, adapted_table,
+                       fcpts_table, labelled_rows, long95_tables,
                        learner_summary, paired_table, paired_verdicts, pooled_cell, pooled_difference, pooled_table,
-                       recipe_table, row_label, schedule_verdicts, scored, steps_table, training_summary,
+                       recipe_table, row_label, schedule_rows, schedule_verdicts, scored, steps_table, training_summary,
                        verdict_counts, verdict_line)
 from ..paths import PUBLISHED_NUMBERS
 from .figures import (DST_TARGETS, FIGURES, LEARNER_TARGETS, RECIPE_LABELS, draw, figure_name,
@@ -45,10 +45,10 @@ __all__ = [
     "interval_pivot", "read_comparison", "read_dst", "read_learners", "resume_comparison", "save_json", "save_table",
     "with_intervals", "working_table",
     # verdicts
-    "CONCLUSION_PAIRS", "QUALITY_TABLES", "RECIPE_DIR", "RECIPE_START", "adapted_table", "fcpts_table",
-    "labelled_rows",
+    "CONCLUSION_PAIRS", "LONG95_LABELS", "QUALITY_TABLES", "RECIPE_DIR", "RECIPE_START", "adapted_table",
+    "fcpts_table", "labelled_rows", "long95_tables",
     "learner_summary", "paired_table", "paired_verdicts", "pooled_cell", "pooled_difference", "pooled_table",
-    "recipe_table", "row_label", "schedule_verdicts", "scored", "steps_table", "training_summary", "verdict_counts",
+    "recipe_table", "row_label", "schedule_rows", "schedule_verdicts", "scored", "steps_table", "training_summary", "verdict_counts",
     "verdict_line",
     # figures
     "DST_TARGETS", "FIGURES", "LEARNER_TARGETS", "PUBLISHED_NUMBERS", "RECIPE_LABELS", "draw", "figure_name",

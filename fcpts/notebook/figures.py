@@ -18,7 +18,7 @@ from .. import registry
 from ..config import target_key
 from .session import readable_path, repo_path
 from .tables import read_comparison, read_dst, read_learners, read_result
-from .verdicts import RECIPE_DIR, recipe_table, training_summary
+from .verdicts import LONG95_LABELS, RECIPE_DIR, long95_tables, recipe_table, schedule_rows, training_summary
 
 LEARNER_TARGETS = (0.8, 0.9)  # the targets the learner figures show
 DST_TARGETS = (0.8, 0.9, 0.95)  # the coverage panels
@@ -212,6 +212,15 @@ def _draw_dst_accuracy(results_dir, tag, dataset, target):
                                         dense_top1=_dense_top1(found[0]))
 
 
+def _draw_schedule_length(results_dir, tag, dataset, target):
+    tables = long95_tables(results_dir, dataset)
+    rows = schedule_rows(tables, LONG95_LABELS, 0.95)
+    if rows.empty or rows["steps"].nunique() < 2:  # one length says nothing about the length
+        return None
+    dense = tables[0][registry.is_role(tables[0]["method"], "reference")]
+    return _plotting().plot_schedule_length(rows, 0.95, dense_top1=dense["top1"].mean() if len(dense) else None)
+
+
 # ---- notebook 05 ----
 def kit_rows_for_published(table: pd.DataFrame) -> pd.DataFrame:
     """This kit's counterparts of the published curves: uniform masks only (tier a, like msbench without
@@ -252,6 +261,7 @@ FIGURES = {
     "learner_allocations": _draw_learner_allocations,
     "dst_coverage": _draw_dst_coverage,
     "dst_accuracy": _draw_dst_accuracy,
+    "schedule_length": _draw_schedule_length,
     "published_vs_kit": _draw_published,  # notebook 05
 }
 

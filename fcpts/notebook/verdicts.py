@@ -354,14 +354,34 @@ def adapted_table(table: pd.DataFrame, learners: Iterable[str], targets: Iterabl
     return pd.DataFrame(rows, columns=columns).set_index(["learner", "target"])
 
 
-def steps_table(tables: Iterable[pd.DataFrame], labels: Iterable[str], versus: str, target: float) -> pd.DataFrame:
-    """Row labels ``labels`` at ``target`` by reconstruction length (steps × label cells, ``pooled_cell``), each
-    (steps, label) from the first of ``tables`` (``labelled_rows``) that has it, and each other label − ``versus``
-    paired on the same images and seeds."""
+LONG95_LABELS = ("FCPTS (released)", "FCPTS (kit)", "STR (faithful)")  # the 95 % question (issue #25)
+
+
+def long95_tables(results_dir: str | os.PathLike, dataset: str) -> list[pd.DataFrame]:
+    """``labelled_rows`` of the 95 % schedule-length table ``long95_<dataset>.csv`` and then of the comparison
+    ``comparison_<dataset>.csv`` (where Fashion-MNIST's 150-step rows are), those that exist."""
+    from .session import readable_path
+    paths = [readable_path(results_dir, f"{kind}_{dataset}.csv") for kind in ("long95", "comparison")]
+    return [labelled_rows(p) for p in paths if p.exists()]
+
+
+def schedule_rows(tables: Iterable[pd.DataFrame], labels: Iterable[str], target: float) -> pd.DataFrame:
+    """The rows of ``labels`` at ``target``, each (steps, label) from the first of ``tables`` that has it (so a
+    cell never mixes two tables' runs)."""
     labels = list(labels)
     frames = [t[at_target(t["target"], target) & t["label"].isin(labels)] for t in tables]
+    if not frames:
+        return pd.DataFrame(columns=["label", "steps", "seed", "top1", "path"])
     table = pd.concat(frames, ignore_index=True)
-    table = table[table["path"] == table.groupby(["steps", "label"])["path"].transform("first")]
+    return table[table["path"] == table.groupby(["steps", "label"])["path"].transform("first")]
+
+
+def steps_table(tables: Iterable[pd.DataFrame], labels: Iterable[str] = LONG95_LABELS,
+                versus: str = "STR (faithful)", target: float = 0.95) -> pd.DataFrame:
+    """Row labels ``labels`` at ``target`` by reconstruction length (steps × label cells, ``pooled_cell``; rows
+    from ``schedule_rows``), and each other label − ``versus`` paired on the same images and seeds."""
+    labels = list(labels)
+    table = schedule_rows(tables, labels, target)
     rows = []
     for steps in sorted(table["steps"].unique()):
         at = table[table["steps"] == steps]
@@ -372,4 +392,4 @@ def steps_table(tables: Iterable[pd.DataFrame], labels: Iterable[str], versus: s
                 d = pooled_difference(cells[lab], cells[versus])
                 row[f"{lab} − {versus}"] = "–" if d is None else d.signed()
         rows.append(row)
-    return pd.DataFrame(rows).set_index("steps")
+    return pd.DataFrame(rows).set_index("steps") if rows else pd.DataFrame()
