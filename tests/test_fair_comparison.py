@@ -39,15 +39,31 @@ def small_table(tmp_path_factory):
     """A runner table with every kind of row the report names: dense, FCPTS in both recipes, an allocation tier,
     a faithful and an adapted learner, at 80 and 95 %, two seeds, on a small model and random images."""
     path = tmp_path_factory.mktemp("fair") / "table.csv"
+    _tiny_sweep(path, ["uniform", "str", "str-adapted"], tiers=("b",))
+    _tiny_sweep(path, [], recipe="kit", dense=False)
+    return path
+
+
+def _tiny_sweep(path, methods, steps: int = 2, recipe: str = "released", targets=(0.8, 0.95), **kw):
+    """``run_comparison`` on a small model and random 8 × 8 images (dataset "noise"), seeds 0 and 1."""
     images = torch.randn(160, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     test = torch.utils.data.TensorDataset(torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(1)),
                                           torch.arange(40) % 10)
-    data = DataBundle(images, test, 10, "noise")
-    config = Config.quick_cpu(steps=2, batch_size=16, progress=False, eval_batch_size=40)
-    kw = dict(targets=(0.8, 0.95), seeds=(0, 1), model=make_model("cnn"), data=data, schedules=(), progress=False)
-    runner.run_comparison(config, ["uniform", "str", "str-adapted"], out_csv=path, tiers=("b",), **kw)
-    runner.run_comparison(config.with_recipe("kit"), [], out_csv=path, dense=False, **kw)
-    return path
+    config = Config.quick_cpu(steps=steps, batch_size=16, progress=False, eval_batch_size=40).with_recipe(recipe)
+    runner.run_comparison(config, methods, out_csv=path, targets=targets, seeds=(0, 1), model=make_model("cnn"),
+                          data=DataBundle(images, test, 10, "noise"), schedules=(), progress=False, **kw)
+
+
+def test_the_95_percent_question_by_schedule_length_as_a_table_and_a_figure(tmp_path):
+    for steps in (2, 4):
+        _tiny_sweep(tmp_path / "long95_noise.csv", ["str"], steps=steps, targets=(0.95,))
+    table = nb.steps_table(nb.long95_tables(tmp_path, "noise"))
+    assert list(table.index) == [2, 4] and table["FCPTS (kit)"].eq("–").all()
+    assert table["STR (faithful)"].str.endswith("(n=2)").all() and table["FCPTS (released)"].str.endswith("(n=2)").all()
+    assert table["FCPTS (released) − STR (faithful)"].str.match(r"^[+-]\d").all()
+    paths = nb.draw("schedule_length", "toy", tmp_path, tmp_path / "figures", dataset="noise")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+    assert nb.draw("schedule_length", "toy", tmp_path, tmp_path / "figures", dataset="absent") == []
 
 
 def test_pooled_tables_and_verdict_counts_of_a_runner_table(small_table):
