@@ -63,3 +63,22 @@ def test_the_long_schedule_runs_repeat_the_quality_sweep_at_150_steps():
     rows = long95[(long95["method"] == "fcpts") & (long95["steps"] == 150) & released]
     rows = rows.set_index(KEY)["top1"]
     assert len(rows) and (rows == reference.loc[rows.index, "top1"]).all()
+
+
+def _cells(text: str) -> list[str]:
+    """A markdown or DataFrame cell as the docs print it: no bold, no "(n=…)", a real minus sign."""
+    import re
+    return [re.sub(r"\s*\(n=\d+\)", "", c).replace("**", "").replace("-", "−").strip() for c in text]
+
+
+def test_the_docs_quote_the_committed_95_percent_table_over_schedule_lengths():
+    from fcpts import notebook as nb
+
+    table = nb.steps_table(nb.long95_tables(REPO / "data", "digits"))
+    assert {150, 600} <= set(table.index)
+    docs = (REPO / "docs" / "results.md").read_text().splitlines()
+    start = docs.index("### 95 % over the schedule length (`data/long95_digits.csv`)")
+    for steps, row in table.iterrows():
+        line = next((l for l in docs[start:] if l.startswith(f"| {steps} |")), None)
+        assert line is not None, f"docs/results.md has no {steps}-step row"
+        assert _cells(line.split("|")[2:-1]) == _cells(row.tolist()), (steps, line)

@@ -177,6 +177,9 @@ def _learner_side(results_dir, dataset, index: int):
     if found is None or found[index].empty:
         return None, []
     side = found[index]
+    side = side[side["method"].isin(registry.names(family="learner", default=True))]  # faithful: §6 has the adapted
+    if side.empty:
+        return None, []
     present = sorted(set(side["target"].map(target_key)))
     return side, [t for t in LEARNER_TARGETS if target_key(t) in present] or [float(t) for t in present[-2:]]
 
