@@ -166,7 +166,7 @@ def adapted_section(path: Path) -> list[str]:
     return ([f"### Faithful against adapted learners (`{shown(path)}`)", "",
              "S before = the sparsity of the learner's own masks before the exact projection (%, mean over seeds); "
              "top-1 after it, with its 95 % interval over seeds and images; the difference is adapted − faithful on "
-             "the same images and seeds.", ""] + markdown(table.reset_index(level=1).rename_axis("learner")))
+             "the same images and seeds, as is FCPTS (released recipe) − adapted.", ""] + markdown(table.reset_index(level=1).rename_axis("learner")))
 
 
 def long95_section(paths: list[Path]) -> list[str]:
@@ -178,7 +178,7 @@ def long95_section(paths: list[Path]) -> list[str]:
     return ([f"### 95 % over the schedule length on {tables[0].dataset.iloc[0]} "
              f"({', '.join(f'`{shown(p)}`' for p in paths)})", "",
              "Top-1 (%), mean over seeds with its 95 % interval over seeds and images; the differences are paired on "
-             "the same images and seeds.", ""]
+             "the same images and seeds, as is FCPTS (released recipe) − adapted.", ""]
             + markdown(nb.steps_table(tables)))
 
 

@@ -331,8 +331,8 @@ def paired_table(table: pd.DataFrame, pairs: Iterable[tuple[str, str]], targets:
 def adapted_table(table: pd.DataFrame, learners: Iterable[str], targets: Iterable[float]) -> pd.DataFrame:
     """Each faithful learner beside its adapted variant (``labelled_rows``; method names) at every target both ran:
     the sparsity of its own masks before the projection (%, mean over seeds), top-1 after it (``pooled_cell``),
-    adapted − faithful paired on the same images and seeds, and the settings the adapted runs chose without
-    labels (their ``selected``)."""
+    adapted − faithful and FCPTS (released recipe) − adapted, paired on the same images and seeds, and the
+    settings the adapted runs chose without labels (their ``selected``)."""
     rows = []
     for faithful in learners:
         for t in targets:
@@ -343,14 +343,17 @@ def adapted_table(table: pd.DataFrame, learners: Iterable[str], targets: Iterabl
                 continue
             pair = [p[p["seed"].isin(seeds)] for p in pair]
             d = pooled_difference(pair[1], pair[0])
+            mine = at[(at["label"] == "FCPTS (released)") & at["seed"].isin(seeds)]
+            versus = pooled_difference(mine, pair[1])
             rows.append({"learner": registry.label(faithful, short=True), "target": f"{t:.0%}",
                          **{f"{kind} S before (%)": round(100 * p["sparsity_before_projection"].mean(), 1)
                             for kind, p in zip(("faithful", "adapted"), pair)},
                          "faithful top-1": pooled_cell(pair[0]), "adapted top-1": pooled_cell(pair[1]),
                          "adapted − faithful": "–" if d is None else d.signed(),
+                         "FCPTS − adapted": "–" if versus is None else versus.signed(),
                          "chosen without labels": "; ".join(sorted(set(pair[1]["selected"].astype(str))))})
     columns = ["learner", "target", "faithful S before (%)", "faithful top-1", "adapted S before (%)",
-               "adapted top-1", "adapted − faithful", "chosen without labels"]
+               "adapted top-1", "adapted − faithful", "FCPTS − adapted", "chosen without labels"]
     return pd.DataFrame(rows, columns=columns).set_index(["learner", "target"])
 
 
