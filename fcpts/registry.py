@@ -201,6 +201,17 @@ def is_family(method_names, family: str):
     return _member(method_names, set(names(family=family)))
 
 
+def is_variant(method_names):
+    """Which of ``method_names`` are registered variants of another method (``variant_of``: adapted learners,
+    FCPTS's estimator variants): the tables of the faithful methods leave them out."""
+    return _member(method_names, {n for n, m in METHODS.items() if m.variant_of})
+
+
+def variant_names(of: str) -> list[str]:
+    """The registered variants of method ``of`` (e.g. ``str`` -> ``["str-adapted"]``)."""
+    return [n for n, m in METHODS.items() if m.variant_of == of]
+
+
 def is_scheduled(method_names):
     """Which of ``method_names`` are training-aware methods with one row per sparsity schedule."""
     return _member(method_names, {n for n, m in METHODS.items() if m.family == "training" and m.scheduled})

@@ -1,4 +1,6 @@
 """benchmarks/fair_comparison.py (issue #25): its parts are valid sweeps, and its report reads a real runner table."""
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -44,19 +46,28 @@ def small_table(tmp_path_factory):
     return path
 
 
-def _tiny_sweep(path, methods, steps: int = 2, recipe: str = "released", targets=(0.8, 0.95), **kw):
-    """``run_comparison`` on a small model and random 8 × 8 images (dataset "noise"), seeds 0 and 1."""
+def _tiny_sweep(path, methods, steps: int = 2, recipe: str = "released", targets=(0.8, 0.95), seeds=(0, 1), **kw):
+    """``run_comparison`` on a small model and random 8 × 8 images (dataset "noise")."""
     images = torch.randn(160, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     test = torch.utils.data.TensorDataset(torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(1)),
                                           torch.arange(40) % 10)
     config = Config.quick_cpu(steps=steps, batch_size=16, progress=False, eval_batch_size=40).with_recipe(recipe)
-    runner.run_comparison(config, methods, out_csv=path, targets=targets, seeds=(0, 1), model=make_model("cnn"),
+    runner.run_comparison(config, methods, out_csv=path, targets=targets, seeds=seeds, model=make_model("cnn"),
                           data=DataBundle(images, test, 10, "noise"), schedules=(), progress=False, **kw)
 
 
 def test_the_95_percent_question_by_schedule_length_as_a_table_and_a_figure(tmp_path):
     for steps in (2, 4):
         _tiny_sweep(tmp_path / "long95_noise.csv", ["str"], steps=steps, targets=(0.95,))
+    _tiny_sweep(tmp_path / "comparison_noise.csv", ["str"], steps=2, targets=(0.95,), seeds=(2,))  # a third seed
+    tables = nb.long95_tables(tmp_path, "noise")
+    assert [Path(t["path"].iloc[0]).name for t in tables] == ["long95_noise.csv", "comparison_noise.csv"]
+    rows = nb.schedule_rows(tables, nb.LONG95_LABELS, 0.95)
+    assert set(rows["path"].map(lambda p: Path(p).name)) == {"long95_noise.csv"}  # a cell never mixes two tables
+    assert set(rows["seed"]) == {0, 1}
+    tables[0] = tables[0][tables[0]["steps"] == 4]  # without its 2-step rows, those come from the second table
+    rows = nb.schedule_rows(tables, nb.LONG95_LABELS, 0.95)
+    assert set(rows[rows["steps"] == 2]["seed"]) == {2} and set(rows[rows["steps"] == 4]["seed"]) == {0, 1}
     table = nb.steps_table(nb.long95_tables(tmp_path, "noise"))
     assert list(table.index) == [2, 4] and table["FCPTS (kit)"].eq("–").all()
     assert table["STR (faithful)"].str.endswith("(n=2)").all() and table["FCPTS (released)"].str.endswith("(n=2)").all()
@@ -90,11 +101,10 @@ def test_report_sections_render_the_tables(small_table):
     assert text.count("\n| 80% |") == 2  # a verdict row for each recipe (the pooled table has 80% as a column)
     adapted = "\n".join(fc.adapted_section(small_table))
     assert "| STR | 80% |" in adapted and "threshold_lr_scale=" in adapted
-    for paths in ([small_table], [small_table, small_table]):  # a (steps, label) cell comes from one table only
-        long95 = fc.long95_section(paths)
-        body = [line.split("|")[1:-1] for line in long95 if line.startswith("| ") and "steps" not in line]
-        assert [cells[0].strip() for cells in body] == ["2"]  # one row per schedule length of FCPTS and STR
-        assert "(n=2)" in body[0][1] and "(n=2)" in body[0][3]  # FCPTS (released), STR (faithful): both seeds
+    long95 = fc.long95_section([small_table])
+    body = [line.split("|")[1:-1] for line in long95 if line.startswith("| ") and "steps" not in line]
+    assert [cells[0].strip() for cells in body] == ["2"]  # one row per schedule length of FCPTS and STR
+    assert "(n=2)" in body[0][1] and "(n=2)" in body[0][3]  # FCPTS (released), STR (faithful): both seeds
 
 
 def test_merge_joins_the_shards_of_a_table_with_their_outcomes(tmp_path, monkeypatch, small_table):

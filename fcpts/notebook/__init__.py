@@ -26,7 +26,7 @@ from .tables import (SWEEP_TARGETS, comparison, comparison_grid, current_rows, d
                      interval_pivot, read_comparison, read_dst, read_learners, resume_comparison, save_json,
                      save_table, with_intervals, working_table)
 from .verdicts import (CONCLUSION_PAIRS, LONG95_LABELS, QUALITY_TABLES, RECIPE_DIR, RECIPE_START, adapted_table,
-                       fcpts_table, labelled_rows, long95_tables,
+                       faithful_rows, fcpts_table, labelled_rows, long95_tables,
                        learner_summary, paired_table, paired_verdicts, pooled_cell, pooled_difference, pooled_table,
                        recipe_table, row_label, schedule_rows, schedule_verdicts, scored, steps_table, training_summary,
                        verdict_counts, verdict_line)
@@ -46,7 +46,7 @@ __all__ = [
     "with_intervals", "working_table",
     # verdicts
     "CONCLUSION_PAIRS", "LONG95_LABELS", "QUALITY_TABLES", "RECIPE_DIR", "RECIPE_START", "adapted_table",
-    "fcpts_table", "labelled_rows", "long95_tables",
+    "faithful_rows", "fcpts_table", "labelled_rows", "long95_tables",
     "learner_summary", "paired_table", "paired_verdicts", "pooled_cell", "pooled_difference", "pooled_table",
     "recipe_table", "row_label", "schedule_rows", "schedule_verdicts", "scored", "steps_table", "training_summary", "verdict_counts",
     "verdict_line",

@@ -18,7 +18,7 @@ from .. import registry
 from ..config import target_key
 from .session import readable_path, repo_path
 from .tables import read_comparison, read_dst, read_learners, read_result
-from .verdicts import LONG95_LABELS, RECIPE_DIR, long95_tables, recipe_table, schedule_rows, training_summary
+from .verdicts import LONG95_LABELS, RECIPE_DIR, faithful_rows, long95_tables, recipe_table, schedule_rows, training_summary
 
 LEARNER_TARGETS = (0.8, 0.9)  # the targets the learner figures show
 DST_TARGETS = (0.8, 0.9, 0.95)  # the coverage panels
@@ -177,7 +177,7 @@ def _learner_side(results_dir, dataset, index: int):
     if found is None or found[index].empty:
         return None, []
     side = found[index]
-    side = side[side["method"].isin(registry.names(family="learner", default=True))]  # faithful: §6 has the adapted
+    side = faithful_rows(side)  # notebook 04 §6 has the adapted learners' table
     if side.empty:
         return None, []
     present = sorted(set(side["target"].map(target_key)))

@@ -321,39 +321,46 @@ def paired_table(table: pd.DataFrame, pairs: Iterable[tuple[str, str]], targets:
         row = []
         for t in targets:
             at = table[at_target(table["target"], t)]
-            found = _paired(at[at["label"] == a], at[at["label"] == b])
-            row.append("–" if found is None else f"{found[0].signed()} (n={len(found[1])})")
+            row.append(_paired_cell(at[at["label"] == a], at[at["label"] == b]))
         cells.append(row)
     return pd.DataFrame(cells, index=pd.Index([f"{a} − {b}" for a, b in pairs], name="difference"),
                         columns=[f"{t:.0%}" for t in targets])
 
 
+def faithful_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` without the rows of registered variants (``registry.is_variant``: the adapted learners)."""
+    return table[~registry.is_variant(table["method"])]
+
+
+def _paired_cell(a: pd.DataFrame, b: pd.DataFrame) -> str:
+    """a − b in points on the same images and seeds, with n = those seeds; "–" when either is missing."""
+    found = _paired(a, b)
+    return "–" if found is None else f"{found[0].signed()} (n={len(found[1])})"
+
+
 def adapted_table(table: pd.DataFrame, learners: Iterable[str], targets: Iterable[float]) -> pd.DataFrame:
-    """Each faithful learner beside its adapted variant (``labelled_rows``; method names) at every target both ran:
-    the sparsity of its own masks before the projection (%, mean over seeds), top-1 after it (``pooled_cell``),
-    adapted − faithful and FCPTS (released recipe) − adapted, paired on the same images and seeds, and the
-    settings the adapted runs chose without labels (their ``selected``)."""
+    """Each faithful learner beside its adapted variant (``registry.variant_names``; rows of ``labelled_rows``) at
+    every target both ran, on the seeds both ran: the sparsity of its own masks before the projection (%, mean
+    over seeds), top-1 after it (``pooled_cell``), adapted − faithful and FCPTS (released recipe) − adapted paired
+    on the same images and seeds, and the settings the adapted runs chose without labels (``selected``)."""
+    columns = ["learner", "target", "faithful S before (%)", "faithful top-1", "adapted S before (%)",
+               "adapted top-1", "adapted − faithful", "FCPTS (released) − adapted", "chosen without labels"]
     rows = []
     for faithful in learners:
-        for t in targets:
-            at = table[at_target(table["target"], t)]
-            pair = [at[at["method"] == m] for m in (faithful, f"{faithful}-adapted")]
-            seeds = sorted(set(pair[0]["seed"]) & set(pair[1]["seed"]))
-            if not seeds:
-                continue
-            pair = [p[p["seed"].isin(seeds)] for p in pair]
-            d = pooled_difference(pair[1], pair[0])
-            mine = at[(at["label"] == "FCPTS (released)") & at["seed"].isin(seeds)]
-            versus = pooled_difference(mine, pair[1])
-            rows.append({"learner": registry.label(faithful, short=True), "target": f"{t:.0%}",
-                         **{f"{kind} S before (%)": round(100 * p["sparsity_before_projection"].mean(), 1)
-                            for kind, p in zip(("faithful", "adapted"), pair)},
-                         "faithful top-1": pooled_cell(pair[0]), "adapted top-1": pooled_cell(pair[1]),
-                         "adapted − faithful": "–" if d is None else d.signed(),
-                         "FCPTS − adapted": "–" if versus is None else versus.signed(),
-                         "chosen without labels": "; ".join(sorted(set(pair[1]["selected"].astype(str))))})
-    columns = ["learner", "target", "faithful S before (%)", "faithful top-1", "adapted S before (%)",
-               "adapted top-1", "adapted − faithful", "FCPTS − adapted", "chosen without labels"]
+        for adapted in registry.variant_names(faithful):
+            for t in targets:
+                at = table[at_target(table["target"], t)]
+                pair = [at[at["method"] == m] for m in (faithful, adapted)]
+                seeds = sorted(set(pair[0]["seed"]) & set(pair[1]["seed"]))
+                if not seeds:
+                    continue
+                pair = [p[p["seed"].isin(seeds)] for p in pair]
+                rows.append([registry.label(faithful, short=True), f"{t:.0%}",
+                             round(100 * pair[0]["sparsity_before_projection"].mean(), 1), pooled_cell(pair[0]),
+                             round(100 * pair[1]["sparsity_before_projection"].mean(), 1), pooled_cell(pair[1]),
+                             _paired_cell(pair[1], pair[0]),
+                             _paired_cell(at[at["label"] == "FCPTS (released)"], pair[1]),
+                             "; ".join(sorted(set(pair[1]["selected"].astype(str))))])
     return pd.DataFrame(rows, columns=columns).set_index(["learner", "target"])
 
 
@@ -395,4 +402,5 @@ def steps_table(tables: Iterable[pd.DataFrame], labels: Iterable[str] = LONG95_L
                 d = pooled_difference(cells[lab], cells[versus])
                 row[f"{lab} − {versus}"] = "–" if d is None else d.signed()
         rows.append(row)
-    return pd.DataFrame(rows).set_index("steps") if rows else pd.DataFrame()
+    columns = ["steps", *labels, *(f"{lab} − {versus}" for lab in labels if lab != versus)]
+    return pd.DataFrame(rows, columns=columns).set_index("steps")
