@@ -105,7 +105,7 @@ def test_the_new_options_leave_the_faithful_learners_committed_keys():
     jobs = runner.plan(ctx, learners, [0.5, 0.7, 0.8, 0.9, 0.95], [0, 1, 2], ["c"], [], ["dense"])
     committed = read_table("data/learners_digits.csv")
     committed = committed[committed.method.isin(learners)]
-    assert len(committed) == 27
+    assert len(committed) >= 27  # the first learners sweep's rows, and the seeds the adapted part adds at 95 %
     assert {row_key(r) for r in committed.to_dict("records")} <= {j.key() for j in jobs}
 
 
