@@ -26,6 +26,8 @@
 # 3. What allocation did each one learn?
 # 4. Does exploring more weights help sparse training, and how does it compare with FCPTS?
 # 5. Do these answers hold on a harder dataset?
+# 6. Were the learners given a fair chance?
+# 7. Does a longer reconstruction settle 95 %?
 #
 # How to run it: Run All in JupyterLab (`make lab`); it draws the committed tables in seconds. The README has
 # the rest.
@@ -94,7 +96,7 @@ nb.draw("learner_trajectories", run.tag, run.results, run.figures, dataset=confi
 # ## 2 · Is it accurate at the target?
 
 # %%
-summary = nb.learner_summary(found[0], nb.LEARNER_TARGETS, outcomes_from=nb.readable_path(
+summary = nb.learner_summary(nb.faithful_rows(found[0]), nb.LEARNER_TARGETS, outcomes_from=nb.readable_path(
     run.results, f"learners_{config.dataset}.csv")) if found else None
 summary.round(2) if summary is not None else None
 
@@ -115,7 +117,7 @@ summary.round(2) if summary is not None else None
 #   has no projection; STR as released would simply stop at the wrong sparsity.
 #
 # So the paper's claim holds for the stochastic learners, and for STR's controllability, but not for STR's
-# accuracy once the target is enforced. At 95 % the question is open (one seed): it is the next thing to run.
+# accuracy once the target is enforced. At 95 % one seed decides nothing: section 7 runs three, and longer.
 #
 # ## 3 · What did they learn?
 
@@ -232,18 +234,97 @@ nb.paired_table(fashion, nb.CONCLUSION_PAIRS, nb.SWEEP_TARGETS) if fashion is no
 # `docs/results.md` has every conclusion side by side.
 
 # %% [markdown]
+# ## 6 · Were the learners given a fair chance?
+#
+# Sections 1 and 2 ran each learner **faithfully**: with the settings its authors chose for long training runs,
+# moved into FCPTS's budget and nothing else. A learner that ends at chance that way may have been set up to
+# fail. So each has an **adapted** variant, registered beside it (`docs/method.md` §7.4):
+#
+# - **STR (adapted)**: the thresholds get their own learning rate, a multiple of the weights' (×0.3, ×1, ×3).
+# - **ProbMask (adapted)**: the keep probabilities start from the ERK start instead of all equal, largest weights
+#   most likely kept, so the first sampled mask is close to FCPTS's first mask; the budget holds from the first
+#   steps.
+# - **DSA-style (adapted)**: deterministic masks (each layer keeps its largest weights, as many as its learned
+#   keep ratio says) instead of random draws, with $\beta_2$ (how sharp the keep probabilities are) chosen from
+#   1, 4 and 16.
+#
+# Each picks its settings **without labels**: one run per candidate on the calibration images minus 64 held
+# out, and the run whose distillation loss on those 64 images is lowest is kept (the kit recipe's check). The
+# table pairs every faithful row with its adapted row on the same seeds: *S before* is the sparsity of the
+# learner's own masks before the projection, top-1 is after it.
+
+# %%
+learners_path = nb.readable_path(run.results, f"learners_{config.dataset}.csv")
+learners = names(family="learner", role="competitor", default=True)  # the faithful ones: STR, ProbMask, DSA-style
+adapted = nb.adapted_table(nb.labelled_rows(learners_path), learners, (0.8, 0.9, 0.95)) \
+    if learners_path.exists() else None
+adapted
+
+# %% [markdown]
+# **Answer.** No, not the stochastic two, and the paper's claim is only as strong as that. On seed 0 (one seed so
+# far; the intervals are over the 360 test images):
+#
+# - **ProbMask and DSA-style were set up to fail.** Adapted, they climb from chance to 96.7 and 96.9 % at 80 %,
+#   95.6 and 96.9 % at 90 %: gains of 86 to 87 points. Each still meets the budget by itself, as before.
+# - **Against FCPTS, the adapted learners come close but do not pass it at 80–90 %.** FCPTS (released recipe)
+#   minus the adapted learner: STR +0.0 [−1.7, +1.7] and −0.3 [−1.9, +1.4], ProbMask +1.9 [0.3, 3.6] and
+#   +2.2 [0.0, 4.7], DSA-style +1.7 [0.6, 3.1] and +0.8 [−1.1, +2.8] points at 80 and 90 %.
+# - **At 95 %, in 150 steps, all three beat FCPTS's 52.8 %**: STR (adapted) 96.4 %, DSA-style (adapted) 97.8 %,
+#   ProbMask (adapted) 67.8 %. Section 7 shows that FCPTS itself needs a longer schedule there.
+# - The label-free choice picked the edge of its grid every time: the smallest threshold rate for STR (×0.3), the
+#   smallest score rate for ProbMask (2e-3), the sharpest $\beta_2$ for DSA-style (16). A wider grid might do better.
+#
+# So "learners do not converge under post-training sparsity" is true of these learners as their authors set them,
+# and false of them given a fair start. What remains of FCPTS's case is control without a search (one run
+# instead of three to five) and, on this seed, one to two points at 80 %.
+#
+# ## 7 · Does a longer reconstruction settle 95 %?
+#
+# At 95 % every 150-step result above swung from seed to seed: FCPTS between 48 and 75 %, STR between 10 and
+# 96 %. The paper reconstructs for 1,600 steps. The same runs, at 95 % on three seeds, with 150, 600 and 1,600
+# steps (`python -m benchmarks.fair_comparison --part long95-digits`, which writes `data/long95_digits.csv`):
+
+# %%
+long95 = nb.long95_tables(run.results, config.dataset)
+nb.draw("schedule_length", run.tag, run.results, run.figures, dataset=config.dataset, target=target);
+
+# %% [markdown]
+# Each dot is one seed's top-1 after the projection, the open circle their mean. What to see: FCPTS's dots
+# close up into one point near the dense model's line as the schedule grows, while STR's stay spread over the
+# whole axis.
+
+# %%
+nb.steps_table(long95) if long95 else None
+
+# %% [markdown]
+# **Answer.** For FCPTS, yes. At 600 steps its three seeds land at 98.6, 98.6 and 98.3 % (released recipe;
+# 98.5 [97.2, 99.5] over seeds and images, the kit recipe the same), within a point of the dense model's 99.2 %,
+# where at 150 steps they spread from 48 to 75 %. The bridge also stops overshooting: the sparsity of its own
+# masks before the projection is 95.7 % at 150 steps and 95.0 % exactly at 600, so the projection has nothing
+# left to cut. STR does not settle. Without a budget term its masks stop at 90.4 % whatever the length, the
+# projection then removes the last 5 % of the weights in one cut, and the seeds end at 98.1, 10.0 and 37.8 %.
+# At 600 steps FCPTS beats STR by 49.9 points [0.6, 87.2] over three seeds. The interval is wide because
+# STR's seeds are, but it excludes 0. STR's 150-step lead was one lucky seed, and the swing at 95 % came from
+# the short schedule, not from FCPTS.
+
+# %% [markdown]
 # ## Summary
 #
 # 1. **Control:** with FCPTS's budget, only the learners with a budget term reach the target by themselves. STR,
 #    without one, ends 4 to 24 points short.
 # 2. **Accuracy:** ProbMask and DSA-style do not converge in 150 steps and end at chance; STR is close to FCPTS
-#    once the kit's projection enforces the target, and far ahead at 95 % on one seed.
+#    once the kit's projection enforces the target; at 95 % its lead was one seed of three (section 7).
 # 3. **Allocation:** STR and DSA-style stay near their ERK start; ProbMask's is uniform.
 # 4. **Sparse training:** exploring more weights (DST-EE) buys nothing over RigL here; from scratch it beats
 #    pruning while training by far; from the dense model, gradual pruning keeps more; and FCPTS, without labels,
-#    is ahead of both at 90 % and far behind at 95 %.
+#    is ahead of both at 90 % and, in 150 steps, far behind at 95 %.
 # 5. **A harder dataset:** on Fashion-MNIST the learners' results and FCPTS's lead at 90 % hold; at 50–70 % the
 #    quick schedule costs FCPTS 8 points against its own start, which the kit recipe's hold-out check recovers.
+# 6. **Fair learners:** given a fair start and a learning rate chosen without labels, ProbMask and DSA-style
+#    rise from chance to 96–97 % at 80–90 %, within about two points of FCPTS (seed 0).
+# 7. **Schedule length:** at 95 % the 150-step swing is the schedule's. With 600 steps FCPTS's seeds agree within
+#    a point of the dense model; STR, which never reaches the target by itself, still collapses on two seeds of
+#    three.
 #
 # ## Exercises
 #
@@ -258,3 +339,7 @@ nb.paired_table(fashion, nb.CONCLUSION_PAIRS, nb.SWEEP_TARGETS) if fashion is no
 # 4. Is the kit recipe's check ever wrong on Fashion-MNIST? Run `fashion[fashion.label == "FCPTS (kit)"]` and
 #    look at the `selected` column next to `top1`, then compare with ERK, tier b at the same target. Expect the
 #    start chosen at 50 and 70 %, and at 80 % the reconstruction kept although the start was better by 1.6 points.
+# 5. How close to the target does each method get by itself at 95 %? Run
+#    `r = nb.schedule_rows(long95, nb.LONG95_LABELS, 0.95)` and then
+#    `r.pivot_table(index=["label", "steps"], columns="seed", values="sparsity_before_projection")`. Expect FCPTS at
+#    0.950 from 600 steps and STR near 0.90 at every length: a longer run does not give STR a budget.

@@ -46,6 +46,7 @@ print(f"results from {run.results} (falling back to data/), figures to {run.figu
 # | `schedule_shapes`, `accuracy_vs_sparsity`, `schedules`, `accuracy_vs_time` | `comparison_<dataset>.csv` (03, the runner) |
 # | `learner_trajectories`, `learner_allocations` | `learners_<dataset>.csv` and its `_details/` folder (04, the runner) |
 # | `dst_coverage`, `dst_accuracy` | `dst_<dataset>.csv` and its `_details/` folder (04, the runner) |
+# | `schedule_length` | `long95_<dataset>.csv` (04; `python -m benchmarks.fair_comparison`) |
 # | `recipe` | `benchmarks/results/recipe/` (the recipe ablation) |
 # | `published_vs_kit` | `data/published_numbers.csv` and `comparison_<dataset>.csv` |
 #

@@ -65,10 +65,18 @@ def test_the_long_schedule_runs_repeat_the_quality_sweep_at_150_steps():
     assert len(rows) and (rows == reference.loc[rows.index, "top1"]).all()
 
 
-def _cells(text: str) -> list[str]:
-    """A markdown or DataFrame cell as the docs print it: no bold, no "(n=…)", a real minus sign."""
+def _cells(cells: list[str]) -> list[str]:
+    """Markdown or DataFrame cells as the docs print them: no bold, no "(n=…)", a real minus sign."""
     import re
-    return [re.sub(r"\s*\(n=\d+\)", "", c).replace("**", "").replace("-", "−").strip() for c in text]
+    return [re.sub(r"\s*\(n=\d+\)", "", c).replace("**", "").replace("-", "−").strip() for c in cells]
+
+
+def _section(heading: str) -> list[str]:
+    """The lines of docs/results.md under ``heading``, up to the next heading."""
+    docs = (REPO / "docs" / "results.md").read_text().splitlines()
+    start = docs.index(heading) + 1
+    end = next((i for i in range(start, len(docs)) if docs[i].startswith("#")), len(docs))
+    return docs[start:end]
 
 
 def test_the_docs_quote_the_committed_95_percent_table_over_schedule_lengths():
@@ -76,9 +84,22 @@ def test_the_docs_quote_the_committed_95_percent_table_over_schedule_lengths():
 
     table = nb.steps_table(nb.long95_tables(REPO / "data", "digits"))
     assert {150, 600} <= set(table.index)
-    docs = (REPO / "docs" / "results.md").read_text().splitlines()
-    start = docs.index("### 95 % over the schedule length (`data/long95_digits.csv`)")
+    docs = _section("### 95 % over the schedule length (`data/long95_digits.csv`)")
     for steps, row in table.iterrows():
-        line = next((l for l in docs[start:] if l.startswith(f"| {steps} |")), None)
+        line = next((l for l in docs if l.startswith(f"| {steps} |")), None)
         assert line is not None, f"docs/results.md has no {steps}-step row"
         assert _cells(line.split("|")[2:-1]) == _cells(row.tolist()), (steps, line)
+
+
+def test_the_docs_quote_the_committed_faithful_and_adapted_learner_rows():
+    from fcpts import notebook as nb
+
+    table = nb.adapted_table(nb.labelled_rows(REPO / "data" / "learners_digits.csv"), ("str", "probmask", "dsa"),
+                             (0.8, 0.9, 0.95))
+    assert len(table), "no adapted learner rows in data/learners_digits.csv"
+    docs = _section("### Faithful against adapted learners (`data/learners_digits.csv`)")
+    for (learner, target), row in table.iterrows():
+        line = next((l for l in docs if l.startswith(f"| {learner} | {target} |")), None)
+        assert line is not None, f"docs/results.md has no row for {learner} at {target}"
+        cells = [f"{v:.1f}" if isinstance(v, float) else str(v) for v in row.tolist()]
+        assert _cells(line.split("|")[3:-1]) == _cells(cells), (learner, target, line)
