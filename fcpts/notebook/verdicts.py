@@ -368,11 +368,15 @@ LONG95_LABELS = ("FCPTS (released)", "FCPTS (kit)", "STR (faithful)")  # the 95 
 
 
 def long95_tables(results_dir: str | os.PathLike, dataset: str) -> list[pd.DataFrame]:
-    """``labelled_rows`` of the 95 % schedule-length table ``long95_<dataset>.csv`` and then of the comparison
-    ``comparison_<dataset>.csv`` (where Fashion-MNIST's 150-step rows are), those that exist."""
+    """``labelled_rows`` of the 95 % schedule-length table ``long95_<dataset>.csv`` (``readable_path``: the
+    committed one unless this run wrote one), then of ``comparison_<dataset>.csv`` beside it (where Fashion-MNIST's
+    150-step rows are); [] without the first. Both from one folder: a notebook's own comparison run is not this sweep."""
     from .session import readable_path
-    paths = [readable_path(results_dir, f"{kind}_{dataset}.csv") for kind in ("long95", "comparison")]
-    return [labelled_rows(p) for p in paths if p.exists()]
+    path = readable_path(results_dir, f"long95_{dataset}.csv")
+    if not path.exists():
+        return []
+    beside = path.with_name(f"comparison_{dataset}.csv")
+    return [labelled_rows(path)] + ([labelled_rows(beside)] if beside.exists() else [])
 
 
 def schedule_rows(tables: Iterable[pd.DataFrame], labels: Iterable[str], target: float) -> pd.DataFrame:
