@@ -1,5 +1,6 @@
 """One set of numbers: every committed result table rests on one dense model and the current loop, keeps its
 per-image outcomes, and gives FCPTS one value per target, seed and recipe wherever it appears."""
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -67,7 +68,6 @@ def test_the_long_schedule_runs_repeat_the_quality_sweep_at_150_steps():
 
 def _cells(cells: list[str]) -> list[str]:
     """Markdown or DataFrame cells as the docs print them: no bold, no "(n=…)", a real minus sign."""
-    import re
     return [re.sub(r"\s*\(n=\d+\)", "", c).replace("**", "").replace("-", "−").strip() for c in cells]
 
 
@@ -94,8 +94,10 @@ def test_the_docs_quote_the_committed_95_percent_table_over_schedule_lengths():
 def test_the_docs_quote_the_committed_faithful_and_adapted_learner_rows():
     from fcpts import notebook as nb
 
-    table = nb.adapted_table(nb.labelled_rows(REPO / "data" / "learners_digits.csv"), ("str", "probmask", "dsa"),
-                             (0.8, 0.9, 0.95))
+    from fcpts.registry import names
+
+    learners = names(family="learner", role="competitor", default=True)  # the faithful ones, as notebook 04
+    table = nb.adapted_table(nb.labelled_rows(REPO / "data" / "learners_digits.csv"), learners, (0.8, 0.9, 0.95))
     assert len(table), "no adapted learner rows in data/learners_digits.csv"
     docs = _section("### Faithful against adapted learners (`data/learners_digits.csv`)")
     for (learner, target), row in table.iterrows():

@@ -220,8 +220,7 @@ def _draw_schedule_length(results_dir, tag, dataset, target):
     rows = schedule_rows(tables, LONG95_LABELS, 0.95)
     if rows.empty or rows["steps"].nunique() < 2:  # one length says nothing about the length
         return None
-    dense = tables[0][registry.is_role(tables[0]["method"], "reference")]
-    return _plotting().plot_schedule_length(rows, 0.95, dense_top1=dense["top1"].mean() if len(dense) else None)
+    return _plotting().plot_schedule_length(rows, 0.95, dense_top1=_dense_top1(tables[0]))
 
 
 # ---- notebook 05 ----

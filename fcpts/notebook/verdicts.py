@@ -393,7 +393,7 @@ def schedule_rows(tables: Iterable[pd.DataFrame], labels: Iterable[str], target:
 def steps_table(tables: Iterable[pd.DataFrame], labels: Iterable[str] = LONG95_LABELS,
                 versus: str = "STR (faithful)", target: float = 0.95) -> pd.DataFrame:
     """Row labels ``labels`` at ``target`` by reconstruction length (steps × label cells, ``pooled_cell``; rows
-    from ``schedule_rows``), and each other label − ``versus`` paired on the same images and seeds."""
+    from ``schedule_rows``), and each other label − ``versus`` paired on the same images and seeds (``_paired_cell``)."""
     labels = list(labels)
     table = schedule_rows(tables, labels, target)
     rows = []
@@ -401,10 +401,7 @@ def steps_table(tables: Iterable[pd.DataFrame], labels: Iterable[str] = LONG95_L
         at = table[table["steps"] == steps]
         cells = {lab: at[at["label"] == lab] for lab in labels}
         row = {"steps": int(steps), **{lab: pooled_cell(rows_) for lab, rows_ in cells.items()}}
-        for lab in labels:
-            if lab != versus:
-                d = pooled_difference(cells[lab], cells[versus])
-                row[f"{lab} − {versus}"] = "–" if d is None else d.signed()
+        row.update({f"{lab} − {versus}": _paired_cell(cells[lab], cells[versus]) for lab in labels if lab != versus})
         rows.append(row)
     columns = ["steps", *labels, *(f"{lab} − {versus}" for lab in labels if lab != versus)]
     return pd.DataFrame(rows, columns=columns).set_index("steps")
