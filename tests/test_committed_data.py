@@ -79,12 +79,17 @@ def _section(heading: str) -> list[str]:
     return docs[start:end]
 
 
-def test_the_docs_quote_the_committed_95_percent_table_over_schedule_lengths():
+@pytest.mark.parametrize("dataset, heading, lengths", [
+    ("digits", "### 95 % over the schedule length (`data/long95_digits.csv`)", {150, 600, 1600}),
+    ("fashion-mnist", "### 95 % on Fashion-MNIST over the schedule length (`data/long95_fashion-mnist.csv`)",
+     {150, 600}),  # the 150-step rows are the main comparison's (long95_tables reads both)
+], ids=["digits", "fashion-mnist"])
+def test_the_docs_quote_the_committed_95_percent_table_over_schedule_lengths(dataset, heading, lengths):
     from fcpts import notebook as nb
 
-    table = nb.steps_table(nb.long95_tables(REPO / "data", "digits"))
-    assert {150, 600, 1600} <= set(table.index)
-    docs = _section("### 95 % over the schedule length (`data/long95_digits.csv`)")
+    table = nb.steps_table(nb.long95_tables(REPO / "data", dataset))
+    assert lengths <= set(table.index)
+    docs = _section(heading)
     for steps, row in table.iterrows():
         line = next((l for l in docs if l.startswith(f"| {steps} |")), None)
         assert line is not None, f"docs/results.md has no {steps}-step row"
