@@ -101,10 +101,16 @@ def test_the_new_options_leave_the_faithful_learners_committed_keys():
     config = Config.quick_cpu()
     model, _ = resolve_dense_model(config, 10, False)  # trained and cached on first use, as test_paths does
     ctx = RunContext(config=config, model=model.eval(), bundle=None, device=torch.device("cpu"))
+    table = read_table("data/learners_digits.csv")
+    # every key holds the dense model's fingerprint, and that model is retrained bit for bit only on the CPU type
+    # that made the table (docs/results.md, "Dense fingerprint"): elsewhere no committed key can be planned
+    dense = {row_key(r) for r in table[table.method == "dense"].to_dict("records")}
+    if not dense & {j.key() for j in runner.plan(ctx, ["dense"], [0.5], [0, 1, 2], [], [], ["dense"])}:
+        pytest.skip("the dense model trained on this machine is not the one of data/learners_digits.csv "
+                    "(another CPU type); its committed keys can only be checked where that model is retrained")
     learners = ["str", "probmask", "dsa"]
     jobs = runner.plan(ctx, learners, [0.5, 0.7, 0.8, 0.9, 0.95], [0, 1, 2], ["c"], [], ["dense"])
-    committed = read_table("data/learners_digits.csv")
-    committed = committed[committed.method.isin(learners)]
+    committed = table[table.method.isin(learners)]
     assert len(committed) >= 27  # the first learners sweep's rows, and the seeds the adapted part adds at 95 %
     assert {row_key(r) for r in committed.to_dict("records")} <= {j.key() for j in jobs}
 
