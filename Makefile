@@ -80,6 +80,7 @@ test: setup
 	"$(PY)" -m pytest $(PYTEST_ARGS)
 	rm -rf "$(NB_OUT)/ci"
 	$(call run-notebooks,ci,$(NB_OUT)/ci)
+	rm -rf "$(NB_OUT)/ci/results" "$(NB_OUT)/ci/figures"  # nbval replays the notebooks from papermill's start
 	@set -e; for nb in $(NB_OUT)/ci/*.ipynb; do \
 		start=$$(date +%s); \
 		$(NB_ENV) "$(PY)" -m pytest $(PYTEST_ARGS) -p no:cacheprovider --nbval-lax --nbval-current-env "$$nb"; \

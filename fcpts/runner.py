@@ -198,6 +198,13 @@ def run_comparison(config: Config | None = None, methods: Iterable[str] | None =
     return execute(ctx, jobs, csv_path, json_file, model_name, progress, also_done)
 
 
+def dense_row_hash(config: Config, model: nn.Module) -> str:
+    """The ``config_hash`` of the dense model's row under ``config``. It fingerprints the dense weights, which are
+    retrained bit for bit only on the same CPU type: a table without it was computed from another dense model."""
+    ctx = RunContext(config=config, model=model, bundle=None, device=torch.device("cpu"))
+    return plan(ctx, ["dense"], [0.5], [config.seed], [], [], ["dense"])[0].config_hash
+
+
 def plan(ctx: RunContext, methods: list[str], targets: list[float], seeds: list[int], tiers: list[str],
          schedules: list[str], starts: list[str], shard: tuple[int, int] | None = None) -> list[Job]:
     """Every requested row as a ``Job`` with its key: each method's variants (``registry.variants``) at every

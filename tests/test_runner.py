@@ -349,3 +349,29 @@ def test_label_loop_rows_marks_older_rows_and_changes_nothing_else(tmp_path):
     assert loops[("uniform", "b")] == loops[("dense", "-")] == loops[("prune_train-uniform", "finetune")] == "-"
     assert json.loads(path.with_suffix(".json").read_text())[0]["loop"] == "-"
     assert runner_table.label_loop_rows(path) == 0  # labelled rows keep their label
+
+
+def test_a_notebook_copies_a_committed_table_only_when_it_was_computed_from_this_dense_model(tmp_path, capsys):
+    """The dense row's hash fingerprints the dense weights (retrained bit for bit only on one CPU type): a
+    notebook's working table starts from the committed one only when that table has this model's dense row."""
+    from fcpts.notebook.tables import working_table
+
+    config = Config.quick_cpu(steps=2, batch_size=8, progress=False, eval_batch_size=64)
+    model = make_model("cnn")
+    reference = tmp_path / "data"
+    table = run(reference, methods=("uniform",), targets=(0.5,), tiers=("a",), schedules=(), fcpts=False,
+                config=config, model=model, out_csv=reference / "comparison_toy.csv")
+    ours = runner.dense_row_hash(config, model)
+    assert table.loc[table.method == "dense", "config_hash"].tolist() == [ours]
+
+    same = working_table(tmp_path / "same", "toy", reference_dir=str(reference), dense_hash=lambda: ours)
+    assert runner_table.read_table(same).equals(runner_table.read_table(reference / "comparison_toy.csv"))
+
+    retrained = make_model("cnn")  # the same model trained on another CPU type: its weights differ in the last bits
+    with torch.no_grad():
+        next(retrained.parameters()).view(-1)[0] += 1e-6
+    other = runner.dense_row_hash(config, retrained)
+    assert other != ours
+    fresh = working_table(tmp_path / "other", "toy", reference_dir=str(reference), dense_hash=lambda: other)
+    assert not fresh.exists() and "another dense model" in capsys.readouterr().out
+    assert working_table(tmp_path / "none", "toy", reference_dir=str(reference)).exists()  # no check asked: copied

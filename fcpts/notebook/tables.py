@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -67,19 +67,47 @@ def current_rows(table: pd.DataFrame) -> pd.DataFrame:
 # the comparison tables of notebooks 03 and 04: resume the runner's CSV, computing at most `max_new_runs` rows
 # ----------------------------------------------------------------------------------------------------------
 def working_table(results_dir: str | os.PathLike[str], dataset: str, reference_dir: str = "data",
-                  kind: str = "comparison") -> Path:
+                  kind: str = "comparison", dense_hash: Callable[[], str | None] | None = None) -> Path:
     """``<results_dir>/<kind>_<dataset>.csv``; when it does not exist yet but the committed reference
     ``data/<kind>_<dataset>.csv`` does, the reference (and its side tables) is copied there first so its rows
-    count as done. ``kind``: "comparison" (allocations, FCPTS, schedules) or "learners" (FCPTS and the learners)."""
+    count as done. ``kind``: "comparison" (allocations, FCPTS, schedules) or "learners" (FCPTS and the learners).
+    ``dense_hash``: called only before a copy, this machine's dense row hash (``runner.dense_row_hash``) or None;
+    a reference without that row was computed from another dense model (another CPU type) and is not copied, so
+    that no table holds rows of two dense models."""
     path = result_path(results_dir, f"{kind}_{dataset}.csv")
     reference = result_path(reference_dir, f"{kind}_{dataset}.csv")
     if not path.exists() and reference.exists() and reference.resolve() != path.resolve():
+        expected = dense_hash() if dense_hash is not None else None
+        if expected is not None and not _has_dense_row(reference, expected):
+            print(f"{reference.name} was computed from another dense model than this machine's (it is retrained "
+                  f"bit for bit only on the same CPU type): this run starts its own table at {path}")
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         for source, dest in [(reference, path)] + [(side_path(reference, k), side_path(path, k)) for k in SIDE_KINDS]:
             if source.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, dest)
     return path
+
+
+def _has_dense_row(table_path: Path, dense_hash: str) -> bool:
+    """Whether the runner's table has a dense row of ``dense_hash`` (or no dense row at all: nothing to tell)."""
+    table = read_table(table_path)
+    dense = table[registry.is_role(table["method"], "reference")]
+    return dense.empty or dense_hash in set(dense["config_hash"].astype(str))
+
+
+def _dense_hash(config: Config) -> str | None:
+    """``runner.dense_row_hash`` of the kit's own dense model for ``config`` (trained and cached on first use, as
+    the runner would), under the settings the committed tables were computed with (``Config.quick_cpu``: the
+    hash holds the settings too); None where the model is not the kit's (no committed table to check)."""
+    from ..models import EMBEDDED_DATASETS, resolve_dense_model
+    from ..runner import dense_row_hash
+
+    if config.dataset not in EMBEDDED_DATASETS or config.weights:
+        return None
+    model, _ = resolve_dense_model(config, 10, config.progress)
+    return dense_row_hash(Config.quick_cpu(dataset=config.dataset), model)
 
 
 def comparison_grid(targets: Iterable[float], methods: Iterable[str], tiers: Iterable[str],
@@ -200,7 +228,7 @@ def comparison(config: Config, run: Session, targets: Iterable[float] = SWEEP_TA
                **runner_kwargs: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A notebook's runner table ``<kind>_<dataset>.csv``: resumed (at most ``run.max_new_runs`` new rows, see
     ``resume_comparison``), then ``(the whole table, its current rows with their 95 % intervals)``."""
-    path = working_table(run.results, config.dataset, kind=kind)
+    path = working_table(run.results, config.dataset, kind=kind, dense_hash=lambda: _dense_hash(config))
     with Timer() as timer:
         table, computed = resume_comparison(config, path, targets, run.max_new_runs, **runner_kwargs)
     print(f"{path.name}: {len(table)} rows; {computed} computed now in {timer.seconds:.0f} s "
