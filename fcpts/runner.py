@@ -51,7 +51,8 @@ from .masking import count_zeros
 from .models import EMBEDDED_DATASETS
 from .pot import PotConfig
 from .prune_train import PruneTrainConfig
-from .registry import METHODS, NONE, RunContext, RunSpec, get_method, names, phase, training_method, variants
+from .registry import (METHODS, NONE, RunContext, RunSpec, get_method, is_role, names, phase, training_method,
+                       variants)
 from .schedules import SCHEDULES
 from .stats import pack_outcomes
 from .table import (SIDE_INFO, append_row, config_digest, label_loop_rows, loop_recipe, merge_tables,
@@ -203,6 +204,14 @@ def dense_row_hash(config: Config, model: nn.Module) -> str:
     retrained bit for bit only on the same CPU type: a table without it was computed from another dense model."""
     ctx = RunContext(config=config, model=model, bundle=None, device=torch.device("cpu"))
     return plan(ctx, ["dense"], [0.5], [config.seed], [], [], ["dense"])[0].config_hash
+
+
+def has_dense_row(table_path: str | os.PathLike, dense_hash: str) -> bool:
+    """Whether the runner's table has a dense row of ``dense_hash`` (``dense_row_hash``), or no dense row at all
+    (nothing to tell): whether its rows can be computed from the dense model that hash fingerprints."""
+    table = read_table(table_path)
+    dense = table[is_role(table["method"], "reference")]
+    return dense.empty or dense_hash in set(dense["config_hash"].astype(str))
 
 
 def plan(ctx: RunContext, methods: list[str], targets: list[float], seeds: list[int], tiers: list[str],

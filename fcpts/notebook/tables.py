@@ -18,7 +18,7 @@ from .. import registry
 from ..baselines import TIERS
 from ..config import Config
 from ..registry import METHODS
-from ..runner import SCHEDULE_NAMES, run_comparison
+from ..runner import SCHEDULE_NAMES, has_dense_row, run_comparison
 from ..table import SIDE_KEY, SIDE_KINDS, read_side, read_table, side_path
 from ..stats import bootstrap_interval, unpack_outcomes
 from .session import Session, Timer, readable_path, result_path
@@ -78,7 +78,7 @@ def working_table(results_dir: str | os.PathLike[str], dataset: str, reference_d
     reference = result_path(reference_dir, f"{kind}_{dataset}.csv")
     if not path.exists() and reference.exists() and reference.resolve() != path.resolve():
         expected = dense_hash() if dense_hash is not None else None
-        if expected is not None and not _has_dense_row(reference, expected):
+        if expected is not None and not has_dense_row(reference, expected):
             print(f"{reference.name} was computed from another dense model than this machine's (it is retrained "
                   f"bit for bit only on the same CPU type): this run starts its own table at {path}")
             return path
@@ -88,13 +88,6 @@ def working_table(results_dir: str | os.PathLike[str], dataset: str, reference_d
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, dest)
     return path
-
-
-def _has_dense_row(table_path: Path, dense_hash: str) -> bool:
-    """Whether the runner's table has a dense row of ``dense_hash`` (or no dense row at all: nothing to tell)."""
-    table = read_table(table_path)
-    dense = table[registry.is_role(table["method"], "reference")]
-    return dense.empty or dense_hash in set(dense["config_hash"].astype(str))
 
 
 def _dense_hash(config: Config) -> str | None:
